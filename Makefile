@@ -1,0 +1,35 @@
+# Entry points: `make bench` (the default sweep and its report) and `make test`.
+# Both create .venv on first use; the stamp file keeps later calls from reinstalling.
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+CONFIG     ?= default
+JOBS       ?= 1
+PYTEST_ARGS ?=
+
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup bench test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, from TORCH_SPEC (the CPU build on this machine), so nothing pulls a CUDA build.
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/python -m suite run --config $(CONFIG) --jobs $(JOBS) --report
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check suite problems backends reports tests
+
+clean:
+	rm -rf $(VENV) results .pytest_cache
