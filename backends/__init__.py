@@ -1,0 +1,38 @@
+"""One module per strategy family; each defines :class:`backends.base.Strategy` subclasses.
+
+Adding a strategy is adding a module here (or a class to its family's module): :func:`registry`
+discovers it. Strategy modules import no framework at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from functools import cache
+
+from backends.base import Strategy
+
+
+@cache
+def registry() -> dict[str, Strategy]:
+    found: dict[str, Strategy] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name in {"base", "linear_solvers"}:
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (issubclass(cls, Strategy) and not inspect.isabstract(cls)
+                    and cls.__module__ == module.__name__ and "name" in cls.__dict__):
+                if cls.name in found:
+                    raise RuntimeError(f"two strategies named {cls.name!r}")
+                found[cls.name] = cls()
+    return dict(sorted(found.items(), key=lambda kv: _ORDER.get(kv[0], 99)))
+
+
+# The order tables and figures list strategies in: exact ones first, then the IFT family.
+_ORDER = {name: i for i, name in enumerate([
+    "unrolled", "forward", "forward-batched", "checkpoint-sqrt", "checkpoint-binomial",
+    "reversible", "truncated", "ift-direct", "ift-cg", "ift-gmres", "ift-minres",
+    "ift-neumann", "ift-jfb",
+])}

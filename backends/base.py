@@ -1,0 +1,52 @@
+"""The strategy protocol: one way of getting dℓ/dθ through an iterative solver.
+
+A strategy receives the framework adapter ``fw`` and a bound problem ``P`` and returns
+``(gradient, aux)``; ``aux`` holds solver diagnostics as arrays (``solver_iters``,
+``solver_converged``) so that they survive ``jax.jit``. Strategies contain no per-problem code:
+anything problem-specific goes through ``P``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from problems.base import ReferenceKind
+from suite.options import Option
+
+if TYPE_CHECKING:
+    from problems.base import Bound, Problem
+    from suite.frameworks.base import Framework
+
+
+class Strategy(ABC):
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    #: which float64 reference the gradient is judged against (``grad_rel_error``)
+    reference: ClassVar[ReferenceKind]
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: the exact counts this strategy's schedule defines; the others are recorded as null
+    #: (unless the counting pass saw them, which is then reported as it is)
+    counts: ClassVar[tuple[str, ...]] = ("step_evals", "vjp_evals")
+
+    def unsupported_reason(self, problem: Problem, framework: str) -> str | None:
+        """Why this strategy cannot run on ``problem`` in ``framework`` (None: it can)."""
+        return None
+
+    def resolve_defaults(
+        self, opts: dict[str, Any], K: int, dtype: str, dim_x: int
+    ) -> dict[str, Any]:
+        """Fill options whose default depends on K, the dtype or the size (``default=None``)."""
+        return opts
+
+    @abstractmethod
+    def gradient(
+        self, fw: Framework, P: Bound, theta: Any, K: int, opts: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        """dℓ/dθ (same shape as θ) and diagnostics."""
+
+
+def solve_forward(fw: Framework, P: Bound, theta: Any, K: int) -> Any:
+    """x_K: K solver steps from s₀(θ), then the solution variables. No tape is requested."""
+    state = fw.iterate(lambda s: P.step(s, theta), P.init(theta), K)
+    return P.solution(state, theta)

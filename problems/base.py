@@ -1,0 +1,147 @@
+"""The problem protocol: what a strategy may ask of a problem, and nothing more.
+
+A problem supplies, for parameters θ (``theta``) and an inner solver with state s:
+
+* ``init(θ) → s₀``                 the solver's starting state (may depend on θ),
+* ``step(s, θ) → s⁺``              one iteration T of the inner solver,
+* ``solution(s, θ) → x``           the variables of the optimality conditions (iterate plus
+                                    duals recovered from it; the identity for plain descent),
+* ``residual(x, θ) → F``           optimality conditions, F(θ, x*) = 0 at a solution,
+* ``loss(x, θ) → ℓ``               the scalar outer objective whose gradient dℓ/dθ is measured,
+* ``reference_gradient(K, kind)``  the float64 gradient a strategy is judged against.
+
+The math is written once against an array namespace ``xp`` (``jax.numpy``,
+``array_api_compat.torch``, or ``array_api_compat.numpy`` for references and residual checks),
+so torch and JAX run the same formula on the same numbers. Instance data is generated in
+numpy float64 from the seed and converted by the framework adapter.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from suite.options import Option
+
+ReferenceKind = Literal["k_step", "converged"]
+REFERENCE_KINDS: tuple[str, ...] = ("k_step", "converged")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One problem instance in numpy float64: θ, the arrays the math reads, static scalars.
+
+    ``arrays`` become framework arrays (traced arguments under ``jax.jit``); ``consts`` stay
+    Python scalars and are baked into the program. Both are dumped to ``instance.npz``.
+    """
+
+    theta: np.ndarray
+    arrays: dict[str, np.ndarray]
+    consts: dict[str, float | int] = field(default_factory=dict)
+
+    def dump(self, path: Path) -> None:
+        payload = {"theta": self.theta, **self.arrays}
+        payload.update({k: np.asarray(v) for k, v in self.consts.items()})
+        np.savez(path, **payload)
+
+
+class Problem(ABC):
+    """A bilevel problem: an inner solver (init, step) and an outer loss, plus F and references.
+
+    Subclasses document θ, x, T, F, ℓ and the reference in their docstring; the README's
+    problem reference is written from it.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    #: what the size knob ``n`` means for this problem
+    size_meaning: ClassVar[str]
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: structure of ∂F/∂x at a solution: "spd" (symmetric positive definite, e.g. a Hessian),
+    #: "symmetric" (indefinite, e.g. a KKT matrix in symmetric form) or "general"
+    jacobian_structure: ClassVar[str] = "general"
+
+    @abstractmethod
+    def generate(self, n: int, seed: int, options: Mapping[str, Any]) -> Instance:
+        """Instance data for size ``n`` drawn from ``seed`` (numpy float64, deterministic)."""
+
+    @abstractmethod
+    def init(self, xp: Any, d: Mapping[str, Any], theta: Any) -> Any:
+        """s₀: the solver's starting state."""
+
+    @abstractmethod
+    def step(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
+        """One solver iteration T(s, θ)."""
+
+    def solution(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
+        """x(s): the flat vector F is defined on. Default: the state itself."""
+        return state
+
+    @abstractmethod
+    def residual(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
+        """F(θ, x), a vector of the same length as x."""
+
+    @abstractmethod
+    def loss(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
+        """ℓ(x, θ), a scalar."""
+
+    @abstractmethod
+    def reference_gradient(self, instance: Instance, K: int, kind: ReferenceKind) -> np.ndarray:
+        """float64 dℓ/dθ of the exact K-step map (``k_step``) or at the solution (``converged``)."""
+
+    def unsupported_reason(self, strategy: str, framework: str) -> str | None:
+        """Why this problem cannot be measured with ``strategy`` (None: it can)."""
+        return None
+
+
+class Bound:
+    """A problem bound to one namespace and one set of (possibly traced) arrays.
+
+    Strategies see only this: ``P.init(θ)``, ``P.step(s, θ)``, ``P.solution``, ``P.residual``,
+    ``P.loss``. ``wrap_step`` lets the framework adapter count step applications (and the VJPs
+    taken through them) in the counting pass without the strategy knowing.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        xp: Any,
+        arrays: Mapping[str, Any],
+        consts: Mapping[str, Any],
+        wrap_step: Callable[[Callable], Callable] | None = None,
+    ):
+        self.problem = problem
+        self.xp = xp
+        self.data = {**arrays, **consts}
+        step = self._raw_step
+        self._step = wrap_step(step) if wrap_step is not None else step
+
+    def _raw_step(self, state: Any, theta: Any) -> Any:
+        return self.problem.step(self.xp, self.data, state, theta)
+
+    def init(self, theta: Any) -> Any:
+        return self.problem.init(self.xp, self.data, theta)
+
+    def step(self, state: Any, theta: Any) -> Any:
+        return self._step(state, theta)
+
+    def solution(self, state: Any, theta: Any) -> Any:
+        return self.problem.solution(self.xp, self.data, state, theta)
+
+    def residual(self, x: Any, theta: Any) -> Any:
+        return self.problem.residual(self.xp, self.data, x, theta)
+
+    def loss(self, x: Any, theta: Any) -> Any:
+        return self.problem.loss(self.xp, self.data, x, theta)
+
+
+def numpy_namespace() -> Any:
+    """The array-API view of numpy used for float64 references and residual checks."""
+    import array_api_compat.numpy as npx
+
+    return npx

@@ -1,0 +1,298 @@
+"""Sweep configurations: TOML files in ``suite/configs/`` (or anywhere), or CLI lists.
+
+A config names problems, backends, frameworks, dtypes, seeds, how points are measured
+(repeats, timeout, memory cap, threads) and one or more ``[[grid]]`` tables of n and K values
+(a K sweep at fixed n and an n sweep at fixed K, say, without paying for the full product).
+``[options]`` applies to every point that declares the option; ``[options.<backend>]`` to one
+backend, where a list of values is a grid. Unknown keys and bad values raise
+:class:`~suite.errors.UsageError` naming the key and its line in the file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import backends
+import problems
+from suite.errors import UsageError
+from suite.frameworks import DEVICES, DTYPES
+from suite.frameworks import registry as framework_registry
+from suite.point import Point, Settings
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+TOP_KEYS = {"name", "description", "problems", "backends", "frameworks", "dtypes", "device",
+            "seeds", "repeats", "timeout_s", "memory_cap", "threads", "grid", "options"}
+GRID_KEYS = {"n", "K", "problems", "backends", "frameworks", "dtypes"}
+_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+          "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+@dataclass(frozen=True)
+class Grid:
+    n: tuple[int, ...]
+    K: tuple[int, ...]
+    problems: tuple[str, ...] | None = None
+    backends: tuple[str, ...] | None = None
+    frameworks: tuple[str, ...] | None = None
+    dtypes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str
+    problems: tuple[str, ...]
+    backends: tuple[str, ...]
+    frameworks: tuple[str, ...]
+    grids: tuple[Grid, ...]
+    dtypes: tuple[str, ...] = ("float64",)
+    device: str = "cpu"
+    seeds: tuple[int, ...] = (0,)
+    settings: Settings = field(default_factory=Settings)
+    #: options for every point (applied where the point's problem or backend declares them)
+    options: dict[str, Any] = field(default_factory=dict)
+    #: per-backend options; a list value is a grid of values
+    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+    source: str | None = None
+
+    def points(self) -> list[Point]:
+        """Every point, deduplicated, ordered so each series runs K upwards."""
+        seen: dict[str, Point] = {}
+        for grid in self.grids:
+            for prob, back, fw, dtype, n, seed in itertools.product(
+                grid.problems or self.problems, grid.backends or self.backends,
+                grid.frameworks or self.frameworks, grid.dtypes or self.dtypes, grid.n,
+                self.seeds,
+            ):
+                for opts in self._option_grid(prob, back):
+                    for K in grid.K:
+                        p = Point(prob, back, fw, n=n, K=K, device=self.device, dtype=dtype,
+                                  seed=seed, options=opts)
+                        seen.setdefault(p.key(), p)
+        order = {name: i for i, name in enumerate(backends.registry())}
+        return sorted(seen.values(), key=lambda p: (
+            p.problem, order[p.backend], p.framework != "torch", p.dtype, p.n, p.seed,
+            sorted((k, str(v)) for k, v in p.options.items()), p.K))
+
+    def _option_grid(self, problem: str, backend: str) -> list[dict[str, Any]]:
+        declared = ({o.name for o in problems.registry()[problem].options}
+                    | {o.name for o in backends.registry()[backend].options})
+        base = {k: v for k, v in self.options.items() if k in declared}
+        own = self.backend_options.get(backend, {})
+        keys = sorted(own)
+        values = [v if isinstance(v, list) else [v] for v in (own[k] for k in keys)]
+        return [{**base, **dict(zip(keys, combo, strict=True))}
+                for combo in itertools.product(*values)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "source": self.source,
+            "problems": list(self.problems), "backends": list(self.backends),
+            "frameworks": list(self.frameworks), "dtypes": list(self.dtypes),
+            "device": self.device, "seeds": list(self.seeds),
+            "grids": [{k: (list(v) if v is not None else None) for k, v in g.__dict__.items()}
+                      for g in self.grids],
+            "settings": self.settings.__dict__, "options": self.options,
+            "backend_options": self.backend_options,
+        }
+
+
+# ---- parsing ------------------------------------------------------------------------------
+def parse_bytes(value: Any, field_name: str = "memory_cap") -> int | None:
+    """``8589934592``, ``"8GiB"``, ``"512 MiB"`` → bytes; ``None``/``0``/``"none"`` → no cap."""
+    if value is None or value == 0 or (isinstance(value, str) and value.lower() in {"none", ""}):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise UsageError(field_name, f"cannot read {value!r} as a size",
+                         "bytes as an integer, or a number with KiB, MiB, GiB, KB, MB, GB")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _names(value: Any, field_name: str, allowed: dict | tuple) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise UsageError(field_name, f"expected a non-empty list of names, got {value!r}",
+                         list(allowed))
+    for item in items:
+        if item not in allowed:
+            raise UsageError(field_name, f"unknown {item!r}", list(allowed))
+    return tuple(items)
+
+
+def _ints(value: Any, field_name: str, minimum: int) -> tuple[int, ...]:
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise UsageError(field_name, "expected at least one value", f"integers >= {minimum}")
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
+            raise UsageError(field_name, f"{item!r} is not an integer >= {minimum}",
+                             f"integers >= {minimum}")
+        out.append(item)
+    return tuple(out)
+
+
+def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
+                 where: Any = None) -> SweepConfig:
+    """Validate a config mapping. ``where(key)`` names the key's location for messages."""
+    loc = where or (lambda key: key)
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise UsageError(loc(unknown[0]), "unknown key", sorted(TOP_KEYS))
+    probs, strats, fws = problems.registry(), backends.registry(), framework_registry()
+    kwargs: dict[str, Any] = {"name": str(raw.get("name", name)), "source": source,
+                              "description": str(raw.get("description", ""))}
+    for key, allowed in (("problems", probs), ("backends", strats), ("frameworks", fws)):
+        if key not in raw:
+            raise UsageError(loc(key), "missing", list(allowed))
+        kwargs[key] = _names(raw[key], loc(key), allowed)
+    kwargs["dtypes"] = _names(raw.get("dtypes", ["float64"]), loc("dtypes"), DTYPES)
+    device = raw.get("device", "cpu")
+    if device not in DEVICES:
+        raise UsageError(loc("device"), f"unknown {device!r}", DEVICES)
+    kwargs["device"] = device
+    kwargs["seeds"] = _ints(raw.get("seeds", [0]), loc("seeds"), 0)
+
+    settings = Settings()
+    try:
+        settings = replace(
+            settings,
+            repeats=raw.get("repeats", settings.repeats),
+            timeout_s=float(raw.get("timeout_s", settings.timeout_s)),
+            memory_cap_bytes=parse_bytes(raw.get("memory_cap"), loc("memory_cap")),
+            threads=raw.get("threads", settings.threads),
+        ).validate()
+    except UsageError as exc:
+        if exc.field in {"repeats", "timeout", "threads", "memory_cap"}:
+            field_name = {"timeout": "timeout_s"}.get(exc.field, exc.field)
+            raise UsageError(loc(field_name), str(exc).split(": ", 1)[1]) from None
+        raise
+    except (TypeError, ValueError):
+        raise UsageError(loc("timeout_s"), f"cannot read {raw.get('timeout_s')!r} as seconds",
+                         "a positive number") from None
+    kwargs["settings"] = settings
+
+    grids_raw = raw.get("grid")
+    if not isinstance(grids_raw, list) or not grids_raw:
+        raise UsageError(loc("grid"), "expected at least one [[grid]] table with n and K",
+                         sorted(GRID_KEYS))
+    grids = []
+    for i, g in enumerate(grids_raw):
+        unknown = sorted(set(g) - GRID_KEYS)
+        if unknown:
+            raise UsageError(loc(f"grid[{i}].{unknown[0]}"), "unknown key", sorted(GRID_KEYS))
+        for required in ("n", "K"):
+            if required not in g:
+                raise UsageError(loc(f"grid[{i}].{required}"), "missing", "a list of integers")
+        grids.append(Grid(
+            n=_ints(g["n"], loc(f"grid[{i}].n"), 1), K=_ints(g["K"], loc(f"grid[{i}].K"), 1),
+            problems=_names(g["problems"], loc(f"grid[{i}].problems"), probs)
+            if "problems" in g else None,
+            backends=_names(g["backends"], loc(f"grid[{i}].backends"), strats)
+            if "backends" in g else None,
+            frameworks=_names(g["frameworks"], loc(f"grid[{i}].frameworks"), fws)
+            if "frameworks" in g else None,
+            dtypes=_names(g["dtypes"], loc(f"grid[{i}].dtypes"), DTYPES)
+            if "dtypes" in g else None,
+        ))
+    kwargs["grids"] = tuple(grids)
+
+    options, per_backend = {}, {}
+    for key, value in (raw.get("options") or {}).items():
+        if isinstance(value, dict):
+            if key not in strats:
+                raise UsageError(loc(f"options.{key}"), "not a backend", list(strats))
+            per_backend[key] = dict(value)
+        else:
+            options[key] = value
+    kwargs["options"], kwargs["backend_options"] = options, per_backend
+    config = SweepConfig(**kwargs)
+    _check_options(config, loc)
+    return config
+
+
+def _check_options(config: SweepConfig, loc: Any) -> None:
+    """Parse every option value now, so a typo fails before the first point runs."""
+    from suite.options import resolve
+
+    declared_anywhere = set()
+    for name in config.backends:
+        declared_anywhere |= {o.name for o in backends.registry()[name].options}
+    for name in config.problems:
+        declared_anywhere |= {o.name for o in problems.registry()[name].options}
+    for key in config.options:
+        if key not in declared_anywhere:
+            raise UsageError(loc(f"options.{key}"),
+                             "not an option of any problem or backend in this config",
+                             sorted(declared_anywhere) or ["(none)"])
+    for backend, opts in config.backend_options.items():
+        strategy = backends.registry()[backend]
+        for key, value in opts.items():
+            values = value if isinstance(value, list) else [value]
+            for v in values:
+                try:
+                    resolve(strategy.options, {key: v}, f"backend {backend}")
+                except UsageError as exc:
+                    raise UsageError(loc(f"options.{backend}.{key}"),
+                                     str(exc).split(": ", 1)[1]) from None
+
+
+def _line_locator(text: str, path: str):
+    """``key`` (``repeats``, ``grid[1].K``, ``options.ift-cg.tol``) → ``"path:line: key"``."""
+    lines = text.splitlines()
+
+    def find(pattern: str, start: int = 0, nth: int = 0) -> int | None:
+        hits = [i for i in range(start, len(lines)) if re.search(pattern, lines[i])]
+        return hits[nth] if len(hits) > nth else None
+
+    def where(key: str) -> str:
+        start, leaf = 0, key
+        grid = re.fullmatch(r"grid\[(\d+)\]\.(.+)", key)
+        if grid:
+            start, leaf = find(r"^\s*\[\[\s*grid\s*\]\]", nth=int(grid.group(1))), grid.group(2)
+        elif key.startswith("options."):
+            parts = key.split(".")
+            header = find(rf"^\s*\[\s*options\.\"?{re.escape(parts[1])}\"?\s*\]")
+            if len(parts) == 2 and header is not None:
+                return f"{path}:{header + 1}: {key}"
+            if len(parts) == 3 and header is not None:
+                start, leaf = header, parts[2]
+            else:
+                start, leaf = find(r"^\s*\[\s*options\s*\]") or 0, parts[-1]
+        line = None if start is None else find(rf'^\s*"?{re.escape(leaf)}"?\s*=', start)
+        return f"{path}:{line + 1}: {key}" if line is not None else f"{path}: {key}"
+
+    return where
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.exists():
+            raise UsageError("--config", f"no such file {name_or_path!r}",
+                             sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+        return path
+    candidate = CONFIG_DIR / f"{name_or_path}.toml"
+    if not candidate.exists():
+        raise UsageError("--config", f"unknown config {name_or_path!r}",
+                         sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+    return candidate
+
+
+def load_config(name_or_path: str) -> SweepConfig:
+    path = resolve_config_path(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(str(path), f"not valid TOML: {exc}") from None
+    return build_config(raw, name=path.stem, source=str(path),
+                        where=_line_locator(text, str(path)))

@@ -1,0 +1,31 @@
+"""Framework adapters, discovered by name: adding a framework is adding one ``*_adapter`` module.
+
+Adapter modules import their framework lazily, so discovery works (and ``list`` can say why)
+where a framework is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from functools import cache
+
+from suite.frameworks.base import Framework
+
+DTYPES: tuple[str, ...] = ("float64", "float32")
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+
+
+@cache
+def registry() -> dict[str, type[Framework]]:
+    found: dict[str, type[Framework]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.endswith("_adapter"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, Framework) and cls.__module__ == module.__name__:
+                found[cls.name] = cls
+    # torch first: the order tables and figures list frameworks in
+    return dict(sorted(found.items(), key=lambda kv: (kv[0] != "torch", kv[0])))

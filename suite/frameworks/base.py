@@ -1,0 +1,144 @@
+"""The framework adapter: the few operations a strategy needs, implemented once per framework.
+
+Strategies (``backends/``) are written against this interface only. An adapter must provide
+reverse mode (``value_and_grad``, ``vjp``), forward mode (``jacobian``), the solver loop
+(``iterate``, ``while_loop``), a dense ``solve``, compilation and synchronisation, and the
+deterministic ``trace_bytes`` meter. Counting (``tick``, ``wrap_step``) is active only in the
+separate, untimed counting pass, so instrumentation never perturbs time or memory.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter as _Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import numpy as np
+
+COUNT_KINDS = ("step_evals", "vjp_evals", "jvp_evals", "hvp_evals", "solver_iters")
+
+
+class OpCounter:
+    """Exact operation counts, filled during the counting pass."""
+
+    def __init__(self) -> None:
+        self.counts: _Counter[str] = _Counter()
+
+    def add(self, kind: str, times: int = 1) -> None:
+        if kind not in COUNT_KINDS:
+            raise KeyError(kind)
+        self.counts[kind] += int(times)
+
+    def snapshot(self) -> dict[str, int]:
+        return {k: int(self.counts.get(k, 0)) for k in COUNT_KINDS}
+
+
+class Framework(ABC):
+    """One execution framework on one device at one dtype."""
+
+    name: ClassVar[str]
+
+    def __init__(self, device: str, dtype: str):
+        self.device_name = device
+        self.dtype_name = dtype
+        self.counter: OpCounter | None = None
+
+    # ---- availability and process set-up ----------------------------------------------
+    @classmethod
+    @abstractmethod
+    def unavailable_reason(cls, device: str = "cpu") -> str | None:
+        """None if the framework can run on ``device`` here, else why not."""
+
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        return {}
+
+    # ---- arrays -------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def xp(self) -> Any:
+        """The array-API namespace problems are written against."""
+
+    @abstractmethod
+    def asarray(self, a: np.ndarray) -> Any:
+        """numpy float64 → framework array of this dtype on this device."""
+
+    @abstractmethod
+    def to_numpy(self, a: Any) -> np.ndarray:
+        """framework array → numpy float64 (host copy)."""
+
+    # ---- execution ----------------------------------------------------------------------
+    @abstractmethod
+    def compile(self, fn: Callable) -> Callable:
+        """The callable that is timed (``jax.jit``; eager torch returns ``fn``)."""
+
+    @abstractmethod
+    def synchronize(self, tree: Any) -> None:
+        """Block until every array in ``tree`` is computed."""
+
+    @abstractmethod
+    def iterate(self, step: Callable[[Any], Any], state: Any, K: int) -> Any:
+        """K applications of ``step``, differentiable in reverse mode (scan / Python loop)."""
+
+    @abstractmethod
+    def while_loop(self, cond: Callable[[Any], Any], body: Callable[[Any], Any], init: Any) -> Any:
+        """``while cond(s): s = body(s)``; used by iterative linear solvers."""
+
+    # ---- derivatives --------------------------------------------------------------------
+    @abstractmethod
+    def value_and_grad(self, f: Callable[[Any], Any], theta: Any) -> tuple[Any, Any]:
+        """(f(θ), ∇f(θ)) by reverse mode through everything f does."""
+
+    @abstractmethod
+    def vjp(
+        self, f: Callable[..., Any], *primals: Any, count: str = "vjp_evals"
+    ) -> tuple[Any, Callable[[Any], tuple]]:
+        """(f(p), v ↦ vᵀ ∂f/∂p for each primal). The linearisation is built once and reused;
+        each application of the pullback counts one operation of kind ``count``."""
+
+    @abstractmethod
+    def jacobian(self, f: Callable[[Any], Any], x: Any) -> Any:
+        """The dense Jacobian ∂f/∂x by forward mode (dim x JVPs, batched)."""
+
+    @abstractmethod
+    def solve(self, A: Any, b: Any) -> Any:
+        """Dense solve of A z = b (LU)."""
+
+    # ---- meters -------------------------------------------------------------------------
+    @abstractmethod
+    def trace_bytes(self, program: Callable, *args: Any) -> int:
+        """Deterministic bytes the program keeps for its backward pass (see README)."""
+
+    def device_peak_bytes(self, fn: Callable[[], Any]) -> int | None:
+        """Peak device-allocator bytes of ``fn()`` above the start (accelerators only)."""
+        return None
+
+    # ---- counting pass ------------------------------------------------------------------
+    @contextmanager
+    def counting(self, counter: OpCounter) -> Iterator[OpCounter]:
+        self.counter = counter
+        try:
+            yield counter
+        finally:
+            self.counter = None
+
+    @abstractmethod
+    def tick(self, kind: str, like: Any, times: int = 1) -> None:
+        """Count ``times`` operations of ``kind`` each time this point executes.
+
+        ``like`` is an array the counted operation depends on: under tracing it keeps the
+        count inside the loop that executes it (a dependency-free callback would be hoisted).
+        """
+
+    @abstractmethod
+    def wrap_step(self, step: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """``step`` instrumented to count its applications and the VJPs taken through it."""
+
+
+def first_leaf(tree: Any) -> Any:
+    """The first array of a state that may be an array or a (nested) tuple of arrays."""
+    while isinstance(tree, tuple | list):
+        tree = tree[0]
+    return tree

@@ -1,0 +1,177 @@
+"""The meters and the measurement protocol of one point (runs inside the isolated worker).
+
+Order, for one point: warm-up call (untimed; its excess over the median is JAX's ``compile_s``),
+R interleaved timed repeats of the gradient and of the forward solve, one call under the peak
+meter (memray on CPU, the device allocator on accelerators), one call under memory-profiler's
+RSS sampler, the deterministic ``trace_bytes`` meter, the counting pass, then accuracy against
+the problem's float64 reference. Every meter sees the same compiled program.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from suite.frameworks import registry as framework_registry
+from suite.frameworks.base import COUNT_KINDS, Framework, OpCounter
+from suite.point import Point, Settings
+from suite.program import prepare
+from suite.records import Record
+
+#: ‖F(θ, x_K)‖ / ‖F(θ, x_0)‖ above which an IFT gradient is flagged as taken off a solution
+IFT_RESIDUAL_WARNING = 1e-6
+
+
+def memray_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Allocator high-water mark of ``fn()`` above the bytes live when it started.
+
+    memray intercepts malloc/posix_memalign/mmap and (with ``trace_python_allocators``)
+    pymalloc, so it sees torch's and XLA's native buffers and Python objects byte for byte;
+    allocations made before tracking starts are not counted.
+    """
+    import memray
+
+    with tempfile.TemporaryDirectory(prefix="ift-bench-memray-") as tmp:
+        capture = Path(tmp) / "capture.bin"
+        with memray.Tracker(capture, native_traces=False, trace_python_allocators=True,
+                            follow_fork=False):
+            out = fn()
+            del out
+        return int(memray.FileReader(capture).metadata.peak_memory)
+
+
+def rss_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Process resident-set high-water mark while ``fn()`` runs (memory-profiler; noisy)."""
+    from memory_profiler import memory_usage
+
+    peak_mib = memory_usage((fn, (), {}), max_usage=True, interval=0.002, include_children=False,
+                            backend="psutil")
+    return int(float(np.max(peak_mib)) * 2**20)
+
+
+def _timed(fw: Framework, fn: Callable[[], Any]) -> float:
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        fw.synchronize(fn())
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    denom = float(np.linalg.norm(b))
+    return float(np.linalg.norm(a - b) / denom) if denom > 0 else float(np.linalg.norm(a - b))
+
+
+def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> Record:
+    """Measure one point in this process. The caller isolates it (see ``suite.runner``)."""
+    framework_registry()[point.framework].configure_threads(settings.threads)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    wall_start = time.perf_counter()
+    prep = prepare(point)
+    fw, problem, strategy, instance = prep.fw, prep.problem, prep.strategy, prep.instance
+    theta, arrays, opts, K = prep.theta, prep.arrays, prep.options, point.K
+
+    raw_gradient = prep.gradient_program()
+    grad_fn = fw.compile(raw_gradient)
+    fwd_fn = fw.compile(prep.forward_program())
+
+    def call_gradient() -> Any:
+        out = grad_fn(theta, arrays)
+        fw.synchronize(out)
+        return out
+
+    # warm-up (compiles under JAX); its outputs serve accuracy and diagnostics
+    start = time.perf_counter()
+    grad, aux = grad_fn(theta, arrays)
+    fw.synchronize((grad, aux))
+    first_call_s = time.perf_counter() - start
+    loss_K, x_K = fwd_fn(theta, arrays)
+    fw.synchronize((loss_K, x_K))
+
+    times, fwd_times = [], []
+    for _ in range(settings.repeats):  # interleaved so drift affects both alike
+        times.append(_timed(fw, lambda: grad_fn(theta, arrays)))
+        fwd_times.append(_timed(fw, lambda: fwd_fn(theta, arrays)))
+
+    device_peak = fw.device_peak_bytes(call_gradient)
+    if device_peak is None:
+        peak, peak_method = memray_peak_bytes(call_gradient), "memray"
+    else:
+        peak, peak_method = device_peak, f"{point.framework}-{point.device}-allocator"
+    rss = rss_peak_bytes(call_gradient) if point.device == "cpu" else None
+    trace = fw.trace_bytes(raw_gradient, theta, arrays)
+
+    counter = OpCounter()
+    with fw.counting(counter):
+        counted_fn = fw.compile(prep.gradient_program())
+        fw.synchronize(counted_fn(theta, arrays))
+    counts = counter.snapshot()
+
+    # accuracy against the float64 reference
+    grad_np = fw.to_numpy(grad)
+    reference = problem.reference_gradient(instance, K, strategy.reference)
+    residual = prep.residual_norm(x_K)
+
+    warnings: list[str] = []
+    solver_iters = aux.get("solver_iters")
+    solver_iters = None if solver_iters is None else int(fw.to_numpy(solver_iters))
+    converged = aux.get("solver_converged")
+    converged = None if converged is None else bool(fw.to_numpy(converged))
+    if converged is False:
+        warnings.append(f"linear solver stopped at maxiter={opts.get('maxiter')} without "
+                        f"reaching tol={opts.get('tol')}")
+    if solver_iters is not None and solver_iters != counts["solver_iters"]:
+        warnings.append(f"solver_iters: program returned {solver_iters}, counting pass saw "
+                        f"{counts['solver_iters']}")
+    if strategy.reference == "converged" and residual > IFT_RESIDUAL_WARNING * prep.residual_0:
+        warnings.append(f"IFT applied away from a solution: ‖F(θ, x_K)‖ = {residual:.2e} "
+                        f"({residual / prep.residual_0:.1e} of ‖F(θ, x_0)‖)")
+
+    if dump_dir is not None:
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        instance.dump(dump_dir / "instance.npz")
+        np.save(dump_dir / "grad.npy", grad_np.reshape(np.shape(instance.theta)))
+
+    time_s = statistics.median(times)
+    return Record(
+        problem=point.problem, backend=point.backend, framework=point.framework,
+        device=point.device, dtype=point.dtype, n=point.n, K=K, seed=point.seed,
+        options=dict(point.options), status="ok", warnings=warnings,
+        time_s=time_s, time_min_s=min(times), forward_time_s=statistics.median(fwd_times),
+        first_call_s=first_call_s,
+        compile_s=max(0.0, first_call_s - time_s) if point.framework == "jax" else None,
+        repeats=settings.repeats,
+        peak_bytes=peak, peak_method=peak_method, trace_bytes=int(trace), rss_peak_bytes=rss,
+        grad_rel_error=_rel(grad_np, reference), reference=strategy.reference,
+        grad_norm=float(np.linalg.norm(grad_np)), inner_residual=residual,
+        solver_converged=converged,
+        **{k: (counts[k] if (k in strategy.counts or counts[k]) else None) for k in COUNT_KINDS},
+        dim_theta=int(np.size(instance.theta)), dim_x=prep.dim_x,
+        options_resolved={**prep.problem_options, **opts},
+        threads=settings.threads, timeout_s=settings.timeout_s,
+        memory_cap_bytes=settings.memory_cap_bytes,
+        wall_s=time.perf_counter() - wall_start, started_at=started, point_key=point.key(),
+    )
+
+
+def cpu_affinity_for(threads: int, slot: int = 0) -> list[int] | None:
+    """The CPUs a worker in ``slot`` is pinned to: ``threads`` consecutive allowed cores."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
+    start = (slot * threads) % max(1, len(allowed))
+    chosen = [allowed[(start + i) % len(allowed)] for i in range(min(threads, len(allowed)))]
+    return chosen

@@ -1,0 +1,135 @@
+"""A point: one (problem, backend, framework, device, dtype, n, K, options, seed) to measure.
+
+``validate_point`` checks every field against the registries before any subprocess starts, and
+``Settings`` holds how a point is measured (repeats, timeout, memory cap, threads).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import backends
+import problems
+from suite import options as options_mod
+from suite.errors import UnsupportedError, UsageError
+from suite.frameworks import DEVICES, DTYPES
+from suite.frameworks import registry as framework_registry
+
+IDENTITY_FIELDS = ("problem", "backend", "framework", "device", "dtype", "n", "K", "seed",
+                   "options")
+
+
+@dataclass(frozen=True)
+class Point:
+    problem: str
+    backend: str
+    framework: str
+    n: int
+    K: int
+    device: str = "cpu"
+    dtype: str = "float64"
+    seed: int = 0
+    #: options as given by the user (raw or parsed values), part of the point's identity
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        """Canonical identity string: equal points (same options, any order) share a key."""
+        ident = asdict(self)
+        ident["options"] = {k: str(v) for k, v in sorted(self.options.items())}
+        return json.dumps(ident, sort_keys=True, separators=(",", ":"))
+
+    def label(self) -> str:
+        opts = "".join(f" {k}={v}" for k, v in sorted(self.options.items()))
+        return (f"{self.problem}/{self.backend}/{self.framework} {self.dtype} "
+                f"n={self.n} K={self.K}{opts}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Point:
+        return cls(**{k: d[k] for k in IDENTITY_FIELDS if k in d})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How points are measured; recorded in meta.json and in every record."""
+
+    repeats: int = 5
+    timeout_s: float = 300.0
+    memory_cap_bytes: int | None = None
+    threads: int = 1
+
+    def validate(self) -> Settings:
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise UsageError("repeats", f"{self.repeats!r} is not a positive integer", ">= 1")
+        if not self.timeout_s > 0:
+            raise UsageError("timeout", f"{self.timeout_s!r} is not positive", "> 0 seconds")
+        if self.memory_cap_bytes is not None and self.memory_cap_bytes < 2**28:
+            raise UsageError("memory_cap", f"{self.memory_cap_bytes!r} bytes is below the "
+                             "~2 GiB of address space torch and JAX reserve at import",
+                             ">= 256 MiB, typically 4 GiB or more")
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise UsageError("threads", f"{self.threads!r} is not a positive integer", ">= 1")
+        return self
+
+
+def _check_int(field_name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(field_name, f"{value!r} is not an integer >= {minimum}",
+                         f"integers >= {minimum}")
+
+
+def validate_point(point: Point) -> dict[str, dict[str, Any]]:
+    """Check every field; return the parsed options split into problem and strategy parts.
+
+    Raises :class:`UsageError` for bad input and :class:`UnsupportedError` for a valid but
+    unsupported combination (recorded as status ``unsupported`` in sweeps).
+    """
+    probs, strats, fws = problems.registry(), backends.registry(), framework_registry()
+    if point.problem not in probs:
+        raise UsageError("problem", f"unknown {point.problem!r}", probs)
+    if point.backend not in strats:
+        raise UsageError("backend", f"unknown {point.backend!r}", strats)
+    if point.framework not in fws:
+        raise UsageError("framework", f"unknown {point.framework!r}", fws)
+    if point.device not in DEVICES:
+        raise UsageError("device", f"unknown {point.device!r}", DEVICES)
+    if point.dtype not in DTYPES:
+        raise UsageError("dtype", f"unknown {point.dtype!r}", DTYPES)
+    _check_int("n", point.n, 1)
+    _check_int("K", point.K, 1)
+    _check_int("seed", point.seed, 0)
+    problem, strategy = probs[point.problem], strats[point.backend]
+    declared = {o.name for o in problem.options} | {o.name for o in strategy.options}
+    unknown = sorted(set(point.options) - declared)
+    if unknown:
+        raise UsageError(f"option {unknown[0]!r}",
+                         f"not an option of problem {problem.name} or backend {strategy.name}",
+                         sorted(declared) or ["(none)"])
+    parsed = {
+        "problem": options_mod.resolve(
+            problem.options, {k: v for k, v in point.options.items()
+                              if k in {o.name for o in problem.options}}, problem.name),
+        "strategy": options_mod.resolve(
+            strategy.options, {k: v for k, v in point.options.items()
+                               if k in {o.name for o in strategy.options}}, strategy.name),
+    }
+    reason = support_reason(point.problem, point.backend, point.framework, point.device)
+    if reason is not None:
+        raise UnsupportedError("backend", reason)
+    return parsed
+
+
+def support_reason(problem_name: str, backend_name: str, framework: str,
+                   device: str = "cpu") -> str | None:
+    """Why (problem, backend, framework) cannot be measured here; None when it can."""
+    problem = problems.registry()[problem_name]
+    strategy = backends.registry()[backend_name]
+    fw_reason = framework_registry()[framework].unavailable_reason(device)
+    if fw_reason is not None:
+        return fw_reason
+    return (strategy.unsupported_reason(problem, framework)
+            or problem.unsupported_reason(backend_name, framework))

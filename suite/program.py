@@ -1,0 +1,128 @@
+"""The two programs a point times: the full gradient and the forward solve alone.
+
+Both take ``(theta, arrays)`` so that instance data are arguments of the compiled program
+(not constants baked into it) and the same callable serves timing, peak memory, trace bytes and
+the counting pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import backends
+import problems
+from backends.base import Strategy, solve_forward
+from problems.base import Bound, Instance, Problem, numpy_namespace
+from suite.frameworks import registry as framework_registry
+from suite.frameworks.base import Framework, OpCounter
+from suite.point import Point, validate_point
+
+
+def gradient_program(
+    problem: Problem, strategy: Strategy, fw: Framework, consts: Mapping[str, Any], K: int,
+    opts: Mapping[str, Any],
+) -> Callable[[Any, Any], tuple[Any, dict[str, Any]]]:
+    """(θ, arrays) ↦ (dℓ/dθ, aux): one full gradient, forward solve included."""
+
+    def program(theta: Any, arrays: Any) -> tuple[Any, dict[str, Any]]:
+        P = Bound(problem, fw.xp, arrays, consts, wrap_step=fw.wrap_step)
+        return strategy.gradient(fw, P, theta, K, dict(opts))
+
+    return program
+
+
+def forward_program(
+    problem: Problem, fw: Framework, consts: Mapping[str, Any], K: int
+) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """(θ, arrays) ↦ (ℓ(x_K, θ), x_K): the solve alone, no tape."""
+
+    def program(theta: Any, arrays: Any) -> tuple[Any, Any]:
+        P = Bound(problem, fw.xp, arrays, consts)
+        x = solve_forward(fw, P, theta, K)
+        return P.loss(x, theta), x
+
+    return program
+
+
+@dataclass
+class Prepared:
+    """Everything needed to run a point's programs in this process."""
+
+    point: Point
+    problem: Problem
+    strategy: Strategy
+    fw: Framework
+    instance: Instance
+    theta: Any
+    arrays: dict[str, Any]
+    problem_options: dict[str, Any]
+    options: dict[str, Any]
+    dim_x: int
+    #: ‖F(θ, x₀)‖ in float64, the scale inner residuals are judged against
+    residual_0: float
+
+    def gradient_program(self) -> Callable[[Any, Any], tuple[Any, dict[str, Any]]]:
+        return gradient_program(self.problem, self.strategy, self.fw, self.instance.consts,
+                                self.point.K, self.options)
+
+    def forward_program(self) -> Callable[[Any, Any], tuple[Any, Any]]:
+        return forward_program(self.problem, self.fw, self.instance.consts, self.point.K)
+
+    def residual_norm(self, x: Any) -> float:
+        """‖F(θ, x)‖ in float64 numpy for a framework array x."""
+        data = {**self.instance.arrays, **self.instance.consts}
+        return float(np.linalg.norm(self.problem.residual(
+            numpy_namespace(), data, self.fw.to_numpy(x), self.instance.theta)))
+
+
+def prepare(point: Point) -> Prepared:
+    """Validate ``point``, generate its instance and convert it for its framework."""
+    parsed = validate_point(point)
+    problem = problems.registry()[point.problem]
+    strategy = backends.registry()[point.backend]
+    fw = framework_registry()[point.framework](point.device, point.dtype)
+    instance = problem.generate(point.n, point.seed, parsed["problem"])
+    npx = numpy_namespace()
+    data = {**instance.arrays, **instance.consts}
+    x_0 = problem.solution(npx, data, problem.init(npx, data, instance.theta), instance.theta)
+    residual_0 = float(np.linalg.norm(problem.residual(npx, data, x_0, instance.theta)))
+    opts = strategy.resolve_defaults(dict(parsed["strategy"]), point.K, point.dtype,
+                                     int(np.size(x_0)))
+    return Prepared(point=point, problem=problem, strategy=strategy, fw=fw, instance=instance,
+                    theta=fw.asarray(instance.theta),
+                    arrays={k: fw.asarray(v) for k, v in instance.arrays.items()},
+                    problem_options=parsed["problem"], options=opts, dim_x=int(np.size(x_0)),
+                    residual_0=residual_0 or 1.0)
+
+
+@dataclass
+class Evaluation:
+    gradient: np.ndarray
+    aux: dict[str, Any]
+    counts: dict[str, int] | None
+    prepared: Prepared
+
+
+def evaluate(point: Point, *, count: bool = False) -> Evaluation:
+    """One gradient of ``point`` in this process, without meters (tests, notebooks).
+
+    With ``count=True`` the instrumented program of the counting pass is run instead and its
+    exact operation counts are returned.
+    """
+    prep = prepare(point)
+    fw = prep.fw
+    counter = OpCounter() if count else None
+    if counter is not None:
+        with fw.counting(counter):
+            grad, aux = fw.compile(prep.gradient_program())(prep.theta, prep.arrays)
+            fw.synchronize((grad, aux))
+    else:
+        grad, aux = fw.compile(prep.gradient_program())(prep.theta, prep.arrays)
+        fw.synchronize((grad, aux))
+    aux_np = {k: fw.to_numpy(v).item() if np.ndim(fw.to_numpy(v)) == 0 else fw.to_numpy(v)
+              for k, v in aux.items()}
+    return Evaluation(fw.to_numpy(grad), aux_np, counter.snapshot() if counter else None, prep)

@@ -1,0 +1,145 @@
+"""Isolation: each point runs in a fresh interpreter with a timeout and an optional memory cap.
+
+The parent never shares the child's fate: the child runs in its own session (so a terminal's
+Ctrl-C reaches only the parent, which then kills the child's whole process group), a timeout
+kills the group, and a child that dies without writing its record is classified from its exit
+status and stderr. Every outcome is a :class:`~suite.records.Record`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from suite.errors import UnsupportedError
+from suite.measure import cpu_affinity_for
+from suite.point import Point, Settings, validate_point
+from suite.records import Record
+from suite.worker import OOM_MARKERS
+
+STDERR_TAIL = 3000
+
+
+def child_env(threads: int) -> dict[str, str]:
+    """Environment that fixes every thread pool of the child before it imports anything."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+        env[var] = str(threads)
+    xla = [f for f in env.get("XLA_FLAGS", "").split() if "multi_thread_eigen" not in f]
+    xla.append(f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}")
+    env["XLA_FLAGS"] = " ".join(xla)
+    env.setdefault("JAX_PLATFORMS", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["TF_CPP_MIN_LOG_LEVEL"] = env.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def failure_record(point: Point, settings: Settings, status: str, error: str,
+                   wall_s: float | None = None) -> Record:
+    return Record(problem=point.problem, backend=point.backend, framework=point.framework,
+                  device=point.device, dtype=point.dtype, n=point.n, K=point.K, seed=point.seed,
+                  options=dict(point.options), status=status, error=error,
+                  threads=settings.threads, timeout_s=settings.timeout_s,
+                  memory_cap_bytes=settings.memory_cap_bytes, wall_s=wall_s,
+                  point_key=point.key())
+
+
+class Isolator:
+    """Runs points in child processes and remembers the live ones, so an interrupt can kill
+    them all (threads of a parallel sweep share one Isolator)."""
+
+    def __init__(self) -> None:
+        self._active: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def kill_all(self) -> None:
+        with self._lock:
+            active = list(self._active)
+        for proc in active:
+            _kill_group(proc)
+
+    def run(self, point: Point, settings: Settings, *, dump_dir: Path | None = None,
+            slot: int = 0) -> Record:
+        """Measure ``point`` in a fresh subprocess. Bad input raises; anything else is a record."""
+        settings.validate()
+        try:
+            validate_point(point)
+        except UnsupportedError as exc:
+            return failure_record(point, settings, "unsupported",
+                                  str(exc).split(": ", 1)[-1])
+
+        with tempfile.TemporaryDirectory(prefix="ift-bench-point-") as tmp:
+            tmp_path = Path(tmp)
+            spec = {"point": point.to_json(), "settings": settings.__dict__,
+                    "dump_dir": str(dump_dir) if dump_dir else None,
+                    "cpus": cpu_affinity_for(settings.threads, slot)}
+            (tmp_path / "spec.json").write_text(json.dumps(spec))
+            out_path, err_path = tmp_path / "record.json", tmp_path / "stderr.txt"
+            start = time.monotonic()
+            with open(err_path, "wb") as err, open(tmp_path / "stdout.txt", "wb") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "suite.worker", str(tmp_path / "spec.json"),
+                     str(out_path)],
+                    stdout=out, stderr=err, env=child_env(settings.threads),
+                    start_new_session=True,
+                )
+                with self._lock:
+                    self._active.add(proc)
+                timed_out = False
+                try:
+                    proc.wait(timeout=settings.timeout_s)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                finally:
+                    if proc.poll() is None:  # timeout, or the parent is being interrupted
+                        _kill_group(proc)
+                    with self._lock:
+                        self._active.discard(proc)
+            wall = time.monotonic() - start
+            stderr_tail = err_path.read_text(errors="replace")[-STDERR_TAIL:]
+
+            if timed_out:
+                return failure_record(point, settings, "timeout",
+                                      f"no result within {settings.timeout_s:g} s; process killed",
+                                      wall)
+            if out_path.exists():
+                record = Record.from_json(json.loads(out_path.read_text()))
+                if record.status != "ok":
+                    record.wall_s = wall
+                return record
+            return _classify_death(point, settings, proc.returncode, stderr_tail, wall)
+
+
+def run_isolated(point: Point, settings: Settings, *, dump_dir: Path | None = None) -> Record:
+    """One point in a fresh subprocess (see :class:`Isolator`)."""
+    return Isolator().run(point, settings, dump_dir=dump_dir)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _classify_death(point: Point, settings: Settings, returncode: int, stderr_tail: str,
+                    wall: float) -> Record:
+    if any(marker in stderr_tail for marker in OOM_MARKERS):
+        status = "oom"
+    elif returncode == -signal.SIGKILL:
+        status = "oom"  # the kernel's OOM killer is the usual sender of an unrequested SIGKILL
+    else:
+        status = "error"
+    how = (f"killed by signal {signal.Signals(-returncode).name}" if returncode < 0
+           else f"exited with status {returncode}")
+    return failure_record(point, settings, status,
+                          f"worker {how} without a record\n{stderr_tail}".rstrip(), wall)

@@ -1,0 +1,110 @@
+"""Child-process entry point: ``python -m suite.worker SPEC.json OUT.json``.
+
+Runs one point in a fresh interpreter with the limits of its spec (address-space cap, CPU
+affinity) and writes exactly one record to OUT.json, whatever happens. Heavy imports happen
+inside ``main`` so that memory-profiler's spawned sampler does not re-import torch or JAX.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+OOM_MARKERS = ("MemoryError", "can't allocate memory", "Cannot allocate memory",
+               "RESOURCE_EXHAUSTED", "out of memory", "std::bad_alloc", "CUDA out of memory")
+
+#: test-only fault injection, e.g. ``IFT_BENCH_FAULT="crash"`` or ``"10=crash,20=hang,30=oom"``
+#: (faults keyed by K); see tests/test_isolation.py
+FAULT_ENV = "IFT_BENCH_FAULT"
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this worker if the sweep process dies (even by SIGKILL),
+    since the worker runs in its own session and would otherwise outlive it."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _apply_limits(spec: dict) -> None:
+    import resource
+
+    _die_with_parent()
+
+    cap = spec["settings"].get("memory_cap_bytes")
+    if cap:
+        resource.setrlimit(resource.RLIMIT_AS, (int(cap), int(cap)))
+    cpus = spec.get("cpus")
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cpus))
+
+
+def _inject_fault(K: int) -> None:
+    raw = os.environ.get(FAULT_ENV, "").strip()
+    if not raw:
+        return
+    fault = raw
+    if "=" in raw:
+        table = dict(item.split("=", 1) for item in raw.split(","))
+        fault = table.get(str(K), "")
+    if fault == "crash":
+        os.abort()
+    elif fault == "hang":
+        import time
+
+        time.sleep(10**6)
+    elif fault == "oom":
+        import numpy as np
+
+        cap = int(os.environ.get("IFT_BENCH_FAULT_BYTES", 2**40))
+        np.ones(cap // 8)  # beyond the cap: MemoryError
+    elif fault == "exit":
+        os._exit(3)  # dies without writing a record
+
+
+def main(argv: list[str]) -> int:
+    import multiprocessing
+
+    # memory-profiler samples RSS from a helper process; fork would copy JAX's threads.
+    multiprocessing.set_start_method("spawn", force=True)
+    spec_path, out_path = argv
+    with open(spec_path, encoding="utf-8") as fh:
+        spec = json.load(fh)
+    _apply_limits(spec)
+
+    from pathlib import Path
+
+    from suite.point import Point, Settings
+    from suite.records import Record, write_json
+
+    point = Point.from_json(spec["point"])
+    settings = Settings(**spec["settings"])
+    try:
+        _inject_fault(point.K)
+        from suite.measure import measure
+
+        dump = spec.get("dump_dir")
+        record = measure(point, settings, Path(dump) if dump else None)
+    except BaseException as exc:  # noqa: BLE001 — every failure becomes a record
+        text = "".join(traceback.format_exception(exc))
+        status = "oom" if any(m in text for m in OOM_MARKERS) else "error"
+        record = Record(**{k: getattr(point, k) for k in
+                           ("problem", "backend", "framework", "device", "dtype", "n", "K",
+                            "seed")},
+                        options=dict(point.options), status=status,
+                        error=f"{type(exc).__name__}: {exc}"[:2000] + "\n" + text[-3000:],
+                        threads=settings.threads, timeout_s=settings.timeout_s,
+                        memory_cap_bytes=settings.memory_cap_bytes, point_key=point.key())
+    write_json(Path(out_path), record.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,100 @@
+"""Sweep configs: expansion into points, and errors that name the key and its line."""
+
+from __future__ import annotations
+
+import pytest
+
+from suite.config import build_config, load_config, parse_bytes
+from suite.errors import UsageError
+
+BASE = """\
+name = "t"
+problems = ["gd"]
+backends = ["unrolled", "ift-cg"]
+frameworks = ["torch", "jax"]
+repeats = 2
+
+[[grid]]
+n = [10]
+K = [10, 100]
+
+[[grid]]
+n = [10, 20]
+K = [100]
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_points_are_deduplicated_and_run_K_upwards(tmp_path):
+    config = load_config(str(_write(tmp_path, BASE)))
+    points = config.points()
+    # 2 backends × 2 frameworks × {(10,10), (10,100), (20,100)}: (10,100) appears in both grids
+    assert len(points) == 12
+    assert len({p.key() for p in points}) == 12
+    series = [p for p in points if p.backend == "unrolled" and p.framework == "torch" and p.n == 10]
+    assert [p.K for p in series] == [10, 100]
+    assert points[0].backend == "unrolled"  # registry order: exact strategies first
+
+
+def test_backend_option_lists_are_grids(tmp_path):
+    config = load_config(str(_write(tmp_path, BASE + '\n[options.ift-cg]\ntol = [1e-6, 1e-10]\n')))
+    cg = [p for p in config.points() if p.backend == "ift-cg"]
+    assert sorted({p.options["tol"] for p in cg}) == [1e-10, 1e-6]
+    assert all(not p.options for p in config.points() if p.backend == "unrolled")
+
+
+@pytest.mark.parametrize("extra, where", [
+    ("bogus = 3\n", ":1: bogus"),
+    ('\n[options.ift-cg]\ntol = "fast"\n', ":16: options.ift-cg.tol"),
+    ("\n[options.ift-cg]\nmaxiter = 0\n", ":16: options.ift-cg.maxiter"),
+    ("\n[options.ift-cg]\nsnapshots = 3\n", ":16: options.ift-cg.snapshots"),
+    ("\n[options.nosuch]\nk = 3\n", ":15: options.nosuch"),
+])
+def test_errors_name_the_key_and_its_line(tmp_path, extra, where):
+    text = extra + BASE if extra.startswith("bogus") else BASE + extra
+    with pytest.raises(UsageError) as err:
+        load_config(str(_write(tmp_path, text)))
+    assert where in str(err.value)
+
+
+@pytest.mark.parametrize("key, value, where", [
+    ("repeats", "0", ":5: repeats"),
+    ("backends", '["unrolled", "magic"]', ":3: backends"),
+])
+def test_bad_values_name_the_line(tmp_path, key, value, where):
+    text = "\n".join(f"{key} = {value}" if line.startswith(f"{key} =") else line
+                     for line in BASE.splitlines())
+    with pytest.raises(UsageError) as err:
+        load_config(str(_write(tmp_path, text)))
+    assert where in str(err.value)
+
+
+def test_bad_grid_value_names_the_grid_and_line(tmp_path):
+    with pytest.raises(UsageError) as err:
+        load_config(str(_write(tmp_path, BASE.replace("K = [100]", "K = [100, -1]"))))
+    assert ":13: grid[1].K" in str(err.value)
+
+
+def test_bundled_configs_load():
+    for name in ("default", "quick"):
+        assert load_config(name).points()
+
+
+def test_parse_bytes():
+    assert parse_bytes("8GiB") == 8 * 2**30
+    assert parse_bytes("512 MiB") == 512 * 2**20
+    assert parse_bytes(1234) == 1234
+    assert parse_bytes(None) is None and parse_bytes("none") is None
+    with pytest.raises(UsageError, match="memory_cap"):
+        parse_bytes("lots")
+
+
+def test_missing_grid_is_an_error():
+    with pytest.raises(UsageError, match="grid"):
+        build_config({"problems": ["gd"], "backends": ["unrolled"], "frameworks": ["torch"]},
+                     name="x")
