@@ -28,9 +28,18 @@ class Strategy(ABC):
     #: the exact counts this strategy's schedule defines; the others are recorded as null
     #: (unless the counting pass saw them, which is then reported as it is)
     counts: ClassVar[tuple[str, ...]] = ("step_evals", "vjp_evals")
+    #: True when reverse-mode autodiff runs through the solver steps themselves (the counting
+    #: pass then counts the VJPs taken through each step)
+    reverse_through_steps: ClassVar[bool] = False
 
     def unsupported_reason(self, problem: Problem, framework: str) -> str | None:
         """Why this strategy cannot run on ``problem`` in ``framework`` (None: it can)."""
+        return None
+
+    def options_reason(
+        self, problem: Problem, problem_options: dict[str, Any], strategy_options: dict[str, Any]
+    ) -> str | None:
+        """Why this strategy cannot run with these options (None: it can)."""
         return None
 
     def resolve_defaults(

@@ -13,6 +13,15 @@ solve the adjoint system:
   Θ(n²) memory, Θ(n³) time, independent of K.
 * ``ift-cg``: conjugate gradient on products v ↦ (∂F/∂x)ᵀ v, each one VJP of F (a Hessian-vector
   product when F is a gradient); for symmetric positive definite ∂F/∂x. Θ(n) memory.
+* ``ift-gmres``: restarted GMRES on the same products; any invertible ∂F/∂x (KKT systems).
+* ``ift-neumann``: the truncated Neumann series λ ≈ α Σ_{i≤k} (I − α(∂F/∂x)ᵀ)^i ∇ₓℓ
+  (Lorraine et al. 2019): k products, error ≤ ρ(I − α ∂F/∂x)^{k+1} for symmetric ∂F/∂x.
+* ``ift-jfb``: Jacobian-free backprop (Fung et al. 2021): the inverse replaced by α·I, the k = 0
+  Neumann term; for a descent solver F = ∇f this is the identity approximation of the
+  fixed-point form x − T(x) = α∇f. One VJP, no solve, biased.
+
+The adjoint λ is returned in ``aux`` so that the harness can compare it, untimed, with a dense
+float64 solve (``adjoint_rel_error``) and report the Neumann bound.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from backends.base import Strategy, solve_forward
-from backends.linear_solvers import conjugate_gradient
+from backends.linear_solvers import conjugate_gradient, gmres, neumann_series
+from problems.base import Problem
 from suite.options import Option
 
 
@@ -43,7 +53,7 @@ class ImplicitStrategy(Strategy):
         lam, aux = self.adjoint_solve(fw, P, x, theta, loss_x, opts)
         _, residual_theta_pullback = fw.vjp(lambda th: P.residual(x, th), theta)
         (implicit,) = residual_theta_pullback(lam)
-        return loss_theta - implicit, aux
+        return loss_theta - implicit, {**aux, "adjoint": lam}
 
     def adjoint_solve(
         self, fw: Any, P: Any, x: Any, theta: Any, rhs: Any, opts: dict[str, Any]
@@ -83,3 +93,76 @@ class IFTConjugateGradient(ImplicitStrategy):
         result = conjugate_gradient(fw, lambda v: pullback(v)[0], rhs, opts["tol"], opts["maxiter"])
         return result.solution, {"solver_iters": result.iterations,
                                  "solver_converged": result.converged}
+
+
+class IFTGMRES(ImplicitStrategy):
+    name = "ift-gmres"
+    summary = "IFT with restarted GMRES on VJPs of F (any invertible ∂F/∂x)"
+    counts = ("step_evals", "vjp_evals", "hvp_evals", "solver_iters")
+    options = (
+        Option("tol", float, None, "relative residual ‖r‖/‖b‖ to stop at "
+               "(default 1e-10 in float64, 1e-5 in float32)", minimum=0.0, exclusive_minimum=True),
+        Option("maxiter", int, 1000, "most Arnoldi steps in all (one VJP of F each)", minimum=1),
+        Option("restart", int, 50, "Krylov dimension before a restart (memory restart·dim x)",
+               minimum=1),
+    )
+
+    def resolve_defaults(self, opts, K, dtype, dim_x):
+        if opts.get("tol") is None:
+            opts = {**opts, "tol": 1e-10 if dtype == "float64" else 1e-5}
+        return opts
+
+    def adjoint_solve(self, fw, P, x, theta, rhs, opts):
+        _, pullback = fw.vjp(lambda x_: P.residual(x_, theta), x, count="hvp_evals")
+        result = gmres(fw, lambda v: pullback(v)[0], rhs, opts["tol"], opts["restart"],
+                       opts["maxiter"])
+        return result.solution, {"solver_iters": result.iterations,
+                                 "solver_converged": result.converged}
+
+
+def _alpha(problem: Any, consts: Any, opts: dict[str, Any]) -> float:
+    alpha = opts.get("alpha")
+    return problem.neumann_alpha(consts) if alpha is None else alpha
+
+
+def _alpha_reason(problem: Any, strategy_options: dict[str, Any]) -> str | None:
+    if strategy_options.get("alpha") is None and \
+            type(problem).neumann_alpha is Problem.neumann_alpha:
+        return (f"{problem.name} has no default step α with ρ(I − α∂F/∂x) < 1; "
+                "give --option alpha=…")
+    return None
+
+
+class IFTNeumann(ImplicitStrategy):
+    name = "ift-neumann"
+    summary = "IFT with a k-term truncated Neumann series (k VJPs of F; error ≤ ρ^{k+1})"
+    counts = ("step_evals", "vjp_evals", "hvp_evals", "solver_iters")
+    options = (
+        Option("k", int, 50, "Neumann terms after the first (one VJP of F each)", minimum=0),
+        Option("alpha", float, None, "step α with ρ(I − α ∂F/∂x) < 1 (default: the problem's, "
+               "e.g. gd's inner step size)", minimum=0.0, exclusive_minimum=True),
+    )
+
+    def options_reason(self, problem, problem_options, strategy_options):
+        return _alpha_reason(problem, strategy_options)
+
+    def adjoint_solve(self, fw, P, x, theta, rhs, opts):
+        _, pullback = fw.vjp(lambda x_: P.residual(x_, theta), x, count="hvp_evals")
+        alpha = _alpha(P.problem, P.consts, opts)
+        result = neumann_series(fw, lambda v: pullback(v)[0], rhs, alpha, opts["k"])
+        return result.solution, {"solver_iters": result.iterations}
+
+
+class IFTJacobianFree(ImplicitStrategy):
+    name = "ift-jfb"
+    summary = "IFT with α·I in place of (∂F/∂x)⁻¹: Jacobian-free backprop (one VJP; biased)"
+    options = (
+        Option("alpha", float, None, "scale α of the identity (default: the problem's step)",
+               minimum=0.0, exclusive_minimum=True),
+    )
+
+    def options_reason(self, problem, problem_options, strategy_options):
+        return _alpha_reason(problem, strategy_options)
+
+    def adjoint_solve(self, fw, P, x, theta, rhs, opts):
+        return _alpha(P.problem, P.consts, opts) * rhs, {}

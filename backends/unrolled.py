@@ -16,6 +16,7 @@ class Unrolled(Strategy):
     name = "unrolled"
     summary = "reverse mode through all K steps (exact for the K-step map; memory Θ(K))"
     reference = "k_step"
+    reverse_through_steps = True
 
     def gradient(self, fw, P, theta, K, opts) -> tuple[Any, dict[str, Any]]:
         def outer(th: Any) -> Any:

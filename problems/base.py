@@ -98,6 +98,30 @@ class Problem(ABC):
         """Why this problem cannot be measured with ``strategy`` (None: it can)."""
         return None
 
+    def neumann_alpha(self, consts: Mapping[str, Any]) -> float | None:
+        """A step α with ρ(I − α ∂F/∂x) < 1 near a solution (Neumann series, JFB), if the
+        problem knows one — typically the inner solver's own step size."""
+        return None
+
+
+class MomentumDescent(ABC):
+    """Mixin for problems whose solver is heavy-ball descent on an inner objective f(w, θ):
+
+        v ← γ v − η ∇_w f(w, θ),   w ← w + v,       state s = (w, v) when γ > 0.
+
+    With γ = 0 this is plain gradient descent and the state is w alone. Strategies that
+    exploit this structure (``reversible``) use ``inner_gradient`` and ``descent_rates``; the
+    problem's ``step`` must implement exactly the update above.
+    """
+
+    @abstractmethod
+    def inner_gradient(self, xp: Any, d: Mapping[str, Any], w: Any, theta: Any) -> Any:
+        """∇_w f(w, θ)."""
+
+    @abstractmethod
+    def descent_rates(self, consts: Mapping[str, Any]) -> tuple[float, float]:
+        """(η, γ): step size and momentum of the instance."""
+
 
 class Bound:
     """A problem bound to one namespace and one set of (possibly traced) arrays.
@@ -118,6 +142,7 @@ class Bound:
         self.problem = problem
         self.xp = xp
         self.data = {**arrays, **consts}
+        self.consts = dict(consts)
         step = self._raw_step
         self._step = wrap_step(step) if wrap_step is not None else step
 

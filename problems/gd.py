@@ -27,6 +27,10 @@ spread over about one order of magnitude and the Hessian's condition number at w
 for n = 20–400. The K-step gradient is then 20 % off the converged one at K = 100, ≈ 1e-9 at
 K = 1000 and at machine precision by K = 3000, so a K sweep spans both regimes of the report.
 
+Option ``momentum`` = γ > 0 turns the solver into heavy-ball descent, v ← γv − η∇_w f(w, θ),
+w ← w + v, with state (w, v) from (0, 0); F, ℓ and w* are unchanged. This is the solver
+``reversible`` needs (Maclaurin et al. 2015).
+
 References (float64 numpy, independent of any AD framework):
 
 * ``k_step``: the exact gradient of θ ↦ ℓ(w_K(θ)) by a hand-written adjoint sweep over the stored
@@ -41,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from problems.base import Instance, Problem, ReferenceKind
+from problems.base import Instance, MomentumDescent, Problem, ReferenceKind
+from suite.options import Option
 
 
 def _sigmoid_neg(xp: Any, t: Any) -> Any:
@@ -49,11 +54,16 @@ def _sigmoid_neg(xp: Any, t: Any) -> Any:
     return 0.5 - 0.5 * xp.tanh(0.5 * t)
 
 
-class GradientDescentHyper(Problem):
+class GradientDescentHyper(MomentumDescent, Problem):
     name = "gd"
     title = "Hyperparameter gradient through gradient descent (L2 logistic regression)"
     size_meaning = "n = number of features = dim θ = dim x; m = 2n training and 2n validation rows"
     jacobian_structure = "spd"
+    options = (
+        Option("momentum", float, 0.0, "heavy-ball momentum γ of the inner solver "
+               "(0: plain gradient descent; > 0: state (w, v), needed by reversible)",
+               minimum=0.0, maximum=0.99),
+    )
 
     # ---- data ---------------------------------------------------------------------------
     def generate(self, n: int, seed: int, options: Mapping[str, Any]) -> Instance:
@@ -74,23 +84,38 @@ class GradientDescentHyper(Problem):
         return Instance(
             theta=theta,
             arrays={"A": A, "y": y, "A_val": A_val, "y_val": y_val},
-            consts={"lr": float(1.0 / lipschitz), "m": m},
+            consts={"lr": float(1.0 / lipschitz), "m": m,
+                    "momentum": float(options.get("momentum", 0.0))},
         )
 
     # ---- math (namespace-generic) ------------------------------------------------------
     def init(self, xp: Any, d: Mapping[str, Any], theta: Any) -> Any:
-        return xp.zeros_like(theta)
+        w = xp.zeros_like(theta)
+        return (w, xp.zeros_like(theta)) if d["momentum"] > 0 else w
 
-    def _train_grad(self, xp: Any, d: Mapping[str, Any], w: Any, theta: Any) -> Any:
+    def inner_gradient(self, xp: Any, d: Mapping[str, Any], w: Any, theta: Any) -> Any:
         y = d["y"]
         coeff = y * _sigmoid_neg(xp, y * (d["A"] @ w))
         return -(coeff @ d["A"]) / d["m"] + xp.exp(theta) * w
 
+    def descent_rates(self, consts: Mapping[str, Any]) -> tuple[float, float]:
+        return float(consts["lr"]), float(consts["momentum"])
+
+    def neumann_alpha(self, consts: Mapping[str, Any]) -> float | None:
+        return float(consts["lr"])  # η ≤ 1/L, so ρ(I − ηH) < 1
+
     def step(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
-        return state - d["lr"] * self._train_grad(xp, d, state, theta)
+        if d["momentum"] > 0:
+            w, v = state
+            v = d["momentum"] * v - d["lr"] * self.inner_gradient(xp, d, w, theta)
+            return (w + v, v)
+        return state - d["lr"] * self.inner_gradient(xp, d, state, theta)
+
+    def solution(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
+        return state[0] if d["momentum"] > 0 else state
 
     def residual(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
-        return self._train_grad(xp, d, x, theta)
+        return self.inner_gradient(xp, d, x, theta)
 
     def loss(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
         margins = d["y_val"] * (d["A_val"] @ x)
@@ -118,7 +143,7 @@ class GradientDescentHyper(Problem):
         d = {**inst.arrays, **inst.consts}
         w = np.zeros_like(inst.theta)
         for _ in range(max_newton):
-            g = self._train_grad(np, d, w, inst.theta)
+            g = self.inner_gradient(np, d, w, inst.theta)
             if np.linalg.norm(g) <= tol:
                 return w
             w = w - np.linalg.solve(self._hessian(inst, w), g)
@@ -132,16 +157,20 @@ class GradientDescentHyper(Problem):
             adj = np.linalg.solve(self._hessian(inst, w), self._loss_grad(inst, w))
             return -(lam * w) * adj
         d = {**inst.arrays, **inst.consts}
-        lr = inst.consts["lr"]
+        lr, gamma = self.descent_rates(inst.consts)
         trajectory = np.empty((K, theta.size))
-        w = np.zeros_like(theta)
+        state = self.init(np, d, theta)
         for k in range(K):
-            trajectory[k] = w
-            w = self.step(np, d, w, theta)
-        adj = self._loss_grad(inst, w)
+            trajectory[k] = self.solution(np, d, state, theta)
+            state = self.step(np, d, state, theta)
+        # adjoint of v⁺ = γv − η∇f(w), w⁺ = w + v⁺ (γ = 0: plain descent, the v-adjoint is 0)
+        adj_w = self._loss_grad(inst, self.solution(np, d, state, theta))
+        adj_v = np.zeros_like(theta)
         grad = np.zeros_like(theta)
         for k in range(K - 1, -1, -1):
             w_k = trajectory[k]
-            grad -= lr * lam * w_k * adj
-            adj = adj - lr * self._hessian_vec(inst, w_k, adj)
+            adj_total = adj_v + adj_w
+            grad -= lr * lam * w_k * adj_total
+            adj_w = adj_w - lr * self._hessian_vec(inst, w_k, adj_total)
+            adj_v = gamma * adj_total
         return grad

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from suite.diagnostics import adjoint_diagnostics
 from suite.frameworks import registry as framework_registry
 from suite.frameworks.base import COUNT_KINDS, Framework, OpCounter
 from suite.point import Point, Settings
@@ -67,6 +68,17 @@ def _timed(fw: Framework, fn: Callable[[], Any]) -> float:
         return time.perf_counter() - start
     finally:
         gc.enable()
+
+
+def _scalar(value: np.ndarray) -> Any:
+    """0-d aux arrays as plain JSON numbers (bools stay bools, integral floats ints)."""
+    value = np.asarray(value)
+    if value.dtype == bool:
+        return bool(value)
+    item = value.item()
+    if isinstance(item, float) and item.is_integer() and abs(item) < 2**53:
+        return int(item)
+    return item
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -125,10 +137,19 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
     residual = prep.residual_norm(x_K)
 
     warnings: list[str] = []
-    solver_iters = aux.get("solver_iters")
-    solver_iters = None if solver_iters is None else int(fw.to_numpy(solver_iters))
-    converged = aux.get("solver_converged")
-    converged = None if converged is None else bool(fw.to_numpy(converged))
+    aux_np = {k: fw.to_numpy(v) for k, v in aux.items()}
+    solver_iters = aux_np.pop("solver_iters", None)
+    solver_iters = None if solver_iters is None else int(solver_iters)
+    converged = aux_np.pop("solver_converged", None)
+    converged = None if converged is None else bool(converged)
+    adjoint = aux_np.pop("adjoint", None)
+    diagnostics = {k: _scalar(v) for k, v in aux_np.items()}
+    if adjoint is not None:
+        diagnostics.update(adjoint_diagnostics(prep, fw.to_numpy(x_K), adjoint))
+    if diagnostics.get("reconstruction_exact") is False:
+        warnings.append("reversible: the backward pass did not reconstruct x₀ bit for bit")
+    if diagnostics.get("buffer_overflow") is True:
+        warnings.append("reversible: the information buffer overflowed its capacity")
     if converged is False:
         warnings.append(f"linear solver stopped at maxiter={opts.get('maxiter')} without "
                         f"reaching tol={opts.get('tol')}")
@@ -159,7 +180,8 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
         solver_converged=converged,
         **{k: (counts[k] if (k in strategy.counts or counts[k]) else None) for k in COUNT_KINDS},
         dim_theta=int(np.size(instance.theta)), dim_x=prep.dim_x,
-        options_resolved={**prep.problem_options, **opts},
+        error_bound=diagnostics.pop("error_bound", None),
+        options_resolved={**prep.problem_options, **opts}, diagnostics=diagnostics,
         threads=settings.threads, timeout_s=settings.timeout_s,
         memory_cap_bytes=settings.memory_cap_bytes,
         wall_s=time.perf_counter() - wall_start, started_at=started, point_key=point.key(),

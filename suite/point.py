@@ -117,7 +117,8 @@ def validate_point(point: Point) -> dict[str, dict[str, Any]]:
             strategy.options, {k: v for k, v in point.options.items()
                                if k in {o.name for o in strategy.options}}, strategy.name),
     }
-    reason = support_reason(point.problem, point.backend, point.framework, point.device)
+    reason = (support_reason(point.problem, point.backend, point.framework, point.device)
+              or strategy.options_reason(problem, parsed["problem"], parsed["strategy"]))
     if reason is not None:
         raise UnsupportedError("backend", reason)
     return parsed

@@ -29,7 +29,8 @@ def gradient_program(
     """(θ, arrays) ↦ (dℓ/dθ, aux): one full gradient, forward solve included."""
 
     def program(theta: Any, arrays: Any) -> tuple[Any, dict[str, Any]]:
-        P = Bound(problem, fw.xp, arrays, consts, wrap_step=fw.wrap_step)
+        P = Bound(problem, fw.xp, arrays, consts,
+                  wrap_step=lambda step: fw.wrap_step(step, strategy.reverse_through_steps))
         return strategy.gradient(fw, P, theta, K, dict(opts))
 
     return program

@@ -50,6 +50,8 @@ class Record:
     grad_norm: float | None = None
     inner_residual: float | None = None
     solver_converged: bool | None = None
+    #: a-priori bound on the strategy's error where theory gives one (ift-neumann: ρ^{k+1})
+    error_bound: float | None = None
     # exact counts
     step_evals: int | None = None
     vjp_evals: int | None = None
@@ -60,6 +62,8 @@ class Record:
     dim_theta: int | None = None
     dim_x: int | None = None
     options_resolved: dict[str, Any] = field(default_factory=dict)
+    #: strategy-specific measurements (reversible's buffer, IFT's adjoint error, …)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
     timeout_s: float | None = None
     memory_cap_bytes: int | None = None

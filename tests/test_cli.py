@@ -80,9 +80,10 @@ def test_point_json_and_dump(tmp_path):
     problem = GradientDescentHyper()
     from problems.base import Instance
 
+    assert set(inst_npz.files) == {"theta", "A", "y", "A_val", "y_val", "lr", "m", "momentum"}
     arrays = {k: inst_npz[k] for k in ("A", "y", "A_val", "y_val")}
-    inst = Instance(theta=inst_npz["theta"], arrays=arrays,
-                    consts={"lr": float(inst_npz["lr"]), "m": int(inst_npz["m"])})
+    consts = {k: inst_npz[k].item() for k in ("lr", "m", "momentum")}
+    inst = Instance(theta=inst_npz["theta"], arrays=arrays, consts=consts)
     assert grad.shape == inst.theta.shape
     ref = problem.reference_gradient(inst, 25, "k_step")
     assert np.linalg.norm(grad - ref) / np.linalg.norm(ref) < 1e-10

@@ -8,10 +8,9 @@ import pytest
 
 from suite.frameworks.torch_adapter import SavedTensorMeter
 from suite.measure import memray_peak_bytes
-from suite.point import Point
-from suite.program import prepare
 
 from .conftest import FRAMEWORKS
+from .helpers import peak_bytes, trace_bytes
 
 CALIBRATION_BYTES = 64 * 2**20
 
@@ -76,22 +75,8 @@ def test_saved_tensor_meter_is_a_high_water_mark_not_a_sum():
     assert meter.peak_bytes == 4000
 
 
-def _trace_bytes(backend: str, framework: str, K: int, n: int = 50) -> int:
-    prep = prepare(Point("gd", backend, framework, n=n, K=K))
-    return prep.fw.trace_bytes(prep.gradient_program(), prep.theta, prep.arrays)
-
-
-def _peak_bytes(backend: str, framework: str, K: int, n: int) -> int:
-    prep = prepare(Point("gd", backend, framework, n=n, K=K))
-    fn = prep.fw.compile(prep.gradient_program())
-
-    def call():
-        out = fn(prep.theta, prep.arrays)
-        prep.fw.synchronize(out)
-        return out
-
-    call()  # warm-up / compile
-    return memray_peak_bytes(call)
+_trace_bytes = trace_bytes
+_peak_bytes = peak_bytes
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

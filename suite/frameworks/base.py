@@ -67,7 +67,7 @@ class Framework(ABC):
 
     @abstractmethod
     def to_numpy(self, a: Any) -> np.ndarray:
-        """framework array → numpy float64 (host copy)."""
+        """framework array → numpy (host copy): floating arrays as float64, others as they are."""
 
     # ---- execution ----------------------------------------------------------------------
     @abstractmethod
@@ -99,12 +99,66 @@ class Framework(ABC):
         each application of the pullback counts one operation of kind ``count``."""
 
     @abstractmethod
+    def jvp(
+        self, f: Callable[..., Any], primals: tuple, tangents: tuple, batched: bool = False
+    ) -> tuple[Any, Any]:
+        """(f(p), ∂f/∂p · t) by forward mode; no tape, memory independent of f's length.
+
+        With ``batched`` every tangent carries a leading axis of width w and all w directions
+        are pushed through together (the tangent output has that leading axis too). While f
+        runs, each application of the instrumented step counts w JVPs.
+        """
+
+    @abstractmethod
     def jacobian(self, f: Callable[[Any], Any], x: Any) -> Any:
         """The dense Jacobian ∂f/∂x by forward mode (dim x JVPs, batched)."""
 
     @abstractmethod
     def solve(self, A: Any, b: Any) -> Any:
         """Dense solve of A z = b (LU)."""
+
+    @abstractmethod
+    def stop_gradient(self, tree: Any) -> Any:
+        """``tree`` cut from the tape: no derivative flows through it."""
+
+    @abstractmethod
+    def checkpoint(self, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """``fn(state, theta)`` that stores only its inputs and is recomputed in the backward
+        pass (``jax.checkpoint``; reentrant ``torch.utils.checkpoint``)."""
+
+    # ---- control flow for schedules ------------------------------------------------------
+    @abstractmethod
+    def fori_loop(self, lower: Any, upper: Any, body: Callable[[Any, Any], Any], init: Any) -> Any:
+        """``for i in range(lower, upper): s = body(i, s)``; bounds may be traced integers."""
+
+    def repeat(self, body: Callable[[Any], Any], state: Any, count: Any) -> Any:
+        """``count`` applications of ``body`` where ``count`` may be a traced integer."""
+        return self.fori_loop(0, count, lambda _, s: body(s), state)
+
+    @abstractmethod
+    def switch(self, index: Any, branches: list[Callable[[Any], Any]], operand: Any) -> Any:
+        """``branches[index](operand)``; all branches return the same structure."""
+
+    @abstractmethod
+    def sequential_map(self, fn: Callable[[Any], Any], n: int) -> Any:
+        """``stack([fn(j) for j in range(n)])``, one j at a time (j is an integer array)."""
+
+    @abstractmethod
+    def index_update(self, buffer: Any, index: Any, value: Any) -> Any:
+        """A copy of ``buffer`` with ``buffer[index] = value`` (functional in every framework)."""
+
+    def tree_map(self, f: Callable[..., Any], *trees: Any) -> Any:
+        """Map over states that are arrays or (nested) tuples of arrays."""
+        head = trees[0]
+        if isinstance(head, tuple | list):
+            return type(head)(self.tree_map(f, *parts) for parts in zip(*trees, strict=True))
+        return f(*trees)
+
+    def hold_for_backward(self, *arrays: Any) -> None:
+        """Declare arrays a strategy keeps outside the framework's tape for its backward pass
+        (snapshots, reversible buffers), so that ``trace_bytes`` counts them. JAX's buffer
+        assignment sees them already; torch's saved-tensor meter does not."""
+        return None
 
     # ---- meters -------------------------------------------------------------------------
     @abstractmethod
@@ -133,8 +187,14 @@ class Framework(ABC):
         """
 
     @abstractmethod
-    def wrap_step(self, step: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-        """``step`` instrumented to count its applications and the VJPs taken through it."""
+    def wrap_step(
+        self, step: Callable[[Any, Any], Any], reverse: bool
+    ) -> Callable[[Any, Any], Any]:
+        """``step`` instrumented to count its applications (and, inside ``jvp``, the JVPs).
+
+        With ``reverse`` the strategy differentiates through steps by reverse-mode autodiff
+        and the VJPs taken through each application are counted too.
+        """
 
 
 def first_leaf(tree: Any) -> Any:

@@ -29,6 +29,7 @@ class JaxFramework(Framework):
         self._jax = jax
         self._device = jax.devices("gpu" if device == "cuda" else "cpu")[0]
         self._np_dtype = np.dtype(dtype)
+        self._jvp_width = 0  # tangent directions of the jvp being traced (0: none)
 
     @classmethod
     def unavailable_reason(cls, device: str = "cpu") -> str | None:
@@ -70,7 +71,8 @@ class JaxFramework(Framework):
         return self._jax.device_put(a, self._device)
 
     def to_numpy(self, a: Any) -> np.ndarray:
-        return np.asarray(a, dtype=np.float64)
+        out = np.asarray(a)
+        return out.astype(np.float64) if np.issubdtype(out.dtype, np.floating) else out
 
     # ---- execution ----------------------------------------------------------------------
     def compile(self, fn: Callable) -> Callable:
@@ -101,12 +103,44 @@ class JaxFramework(Framework):
 
         return out, counted_pullback
 
+    def jvp(
+        self, f: Callable[..., Any], primals: tuple, tangents: tuple, batched: bool = False
+    ) -> tuple[Any, Any]:
+        jax = self._jax
+        width = int(tangents[0].shape[0]) if batched else 1
+        previous, self._jvp_width = self._jvp_width, width  # read at trace time by wrap_step
+        try:
+            if batched:
+                return jax.vmap(lambda *t: jax.jvp(f, primals, t), out_axes=(None, 0))(*tangents)
+            return jax.jvp(f, primals, tangents)
+        finally:
+            self._jvp_width = previous
+
     def jacobian(self, f: Callable[[Any], Any], x: Any) -> Any:
         self.tick("jvp_evals", x, times=x.size)
         return self._jax.jacfwd(f)(x)
 
     def solve(self, A: Any, b: Any) -> Any:
         return self._jax.numpy.linalg.solve(A, b)
+
+    def stop_gradient(self, tree: Any) -> Any:
+        return self._jax.lax.stop_gradient(tree)
+
+    def checkpoint(self, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        return self._jax.checkpoint(fn)
+
+    # ---- control flow -------------------------------------------------------------------
+    def fori_loop(self, lower: Any, upper: Any, body: Callable[[Any, Any], Any], init: Any) -> Any:
+        return self._jax.lax.fori_loop(lower, upper, body, init)
+
+    def switch(self, index: Any, branches: list[Callable[[Any], Any]], operand: Any) -> Any:
+        return self._jax.lax.switch(index, branches, operand)
+
+    def sequential_map(self, fn: Callable[[Any], Any], n: int) -> Any:
+        return self._jax.lax.map(fn, self._jax.numpy.arange(n))
+
+    def index_update(self, buffer: Any, index: Any, value: Any) -> Any:
+        return buffer.at[index].set(value)
 
     # ---- meters -------------------------------------------------------------------------
     def trace_bytes(self, program: Callable, *args: Any) -> int:
@@ -140,29 +174,50 @@ class JaxFramework(Framework):
         if self.counter is not None:
             self._jax.debug.callback(partial(_count, self.counter, kind, times), like)
 
-    def wrap_step(self, step: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def wrap_step(
+        self, step: Callable[[Any, Any], Any], reverse: bool
+    ) -> Callable[[Any, Any], Any]:
         if self.counter is None:
             return step
         jax = self._jax
         tick = self.tick
 
+        if not reverse:
+            # a plain callback on the primal: fires once per application, also inside jvp
+            def primal_counted(state: Any, theta: Any) -> Any:
+                leaf = jax.tree_util.tree_leaves(state)[0]
+                tick("step_evals", leaf)
+                if self._jvp_width:
+                    tick("jvp_evals", leaf, times=self._jvp_width)
+                return step(state, theta)
+
+            return primal_counted
+
         # A custom VJP that is the step's own VJP plus a counter in each direction; only
-        # the counting pass runs it. (Forward-mode strategies will need a custom_jvp twin.)
-        @jax.custom_vjp
+        # the counting pass runs it, and only for strategies that differentiate through steps
+        # by reverse mode (a custom_vjp cannot be pushed forward by jvp). closure_convert
+        # hoists the instance arrays the step closes over into explicit arguments, which
+        # custom_vjp needs under jax.checkpoint.
         def counted(state: Any, theta: Any) -> Any:
-            tick("step_evals", state)
-            return step(state, theta)
+            closed, consts = jax.closure_convert(step, state, theta)
 
-        def fwd(state: Any, theta: Any) -> tuple[Any, Any]:
-            out, pullback = jax.vjp(step, state, theta)
-            tick("step_evals", state)
-            return out, pullback
+            @jax.custom_vjp
+            def run(state: Any, theta: Any, *consts: Any) -> Any:
+                tick("step_evals", jax.tree_util.tree_leaves(state)[0])
+                return closed(state, theta, *consts)
 
-        def bwd(pullback: Any, cotangent: Any) -> tuple[Any, Any]:
-            tick("vjp_evals", cotangent)
-            return pullback(cotangent)
+            def fwd(state: Any, theta: Any, *consts: Any) -> tuple[Any, Any]:
+                out, pullback = jax.vjp(closed, state, theta, *consts)
+                tick("step_evals", jax.tree_util.tree_leaves(state)[0])
+                return out, pullback
 
-        counted.defvjp(fwd, bwd)
+            def bwd(pullback: Any, cotangent: Any) -> tuple:
+                tick("vjp_evals", jax.tree_util.tree_leaves(cotangent)[0])
+                return pullback(cotangent)
+
+            run.defvjp(fwd, bwd)
+            return run(state, theta, *consts)
+
         return counted
 
 

@@ -1,0 +1,31 @@
+"""Small helpers shared by tests (in-process evaluation and meters)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from suite.measure import memray_peak_bytes
+from suite.point import Point
+from suite.program import prepare
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def trace_bytes(backend: str, framework: str, K: int, n: int = 50, **options: str) -> int:
+    prep = prepare(Point("gd", backend, framework, n=n, K=K, options=options))
+    return prep.fw.trace_bytes(prep.gradient_program(), prep.theta, prep.arrays)
+
+
+def peak_bytes(backend: str, framework: str, K: int, n: int = 50, **options: str) -> int:
+    prep = prepare(Point("gd", backend, framework, n=n, K=K, options=options))
+    fn = prep.fw.compile(prep.gradient_program())
+
+    def call():
+        out = fn(prep.theta, prep.arrays)
+        prep.fw.synchronize(out)
+        return out
+
+    call()  # warm-up / compile
+    return memray_peak_bytes(call)

@@ -1,0 +1,123 @@
+"""The IFT family's linear solvers: GMRES on non-symmetric systems, the Neumann bound,
+JFB's bias, and the adjoint diagnostics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends.linear_solvers import conjugate_gradient, gmres, neumann_series
+from problems.gd import GradientDescentHyper
+from suite.diagnostics import adjoint_diagnostics
+from suite.point import Point
+from suite.program import evaluate, prepare
+
+from .conftest import FRAMEWORKS
+from .helpers import rel
+
+PROBLEM = GradientDescentHyper()
+
+
+def _framework(name: str):
+    from suite.frameworks import registry
+
+    return registry()[name]("cpu", "float64")
+
+
+def _system(n: int = 40, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    A = np.eye(n) * 3 + rng.standard_normal((n, n)) / np.sqrt(n)  # non-symmetric, indefinite-ish
+    return A, rng.standard_normal(n)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("restart", [5, 15, 40])
+def test_gmres_solves_a_nonsymmetric_system(framework, restart):
+    fw = _framework(framework)
+    A, b = _system()
+    A_fw, b_fw = fw.asarray(A), fw.asarray(b)
+    result = gmres(fw, lambda v: A_fw @ v, b_fw, tol=1e-11, restart=restart, maxiter=500)
+    z = fw.to_numpy(result.solution)
+    assert bool(fw.to_numpy(result.converged))
+    assert np.linalg.norm(A @ z - b) <= 1.5e-11 * np.linalg.norm(b)
+    assert rel(z, np.linalg.solve(A, b)) < 1e-9
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_cg_and_gmres_agree_on_an_spd_system(framework):
+    fw = _framework(framework)
+    rng = np.random.default_rng(3)
+    M = rng.standard_normal((30, 30))
+    A, b = M @ M.T + 30 * np.eye(30), rng.standard_normal(30)
+    A_fw, b_fw = fw.asarray(A), fw.asarray(b)
+    cg = fw.to_numpy(conjugate_gradient(fw, lambda v: A_fw @ v, b_fw, 1e-12, 200).solution)
+    gm = fw.to_numpy(gmres(fw, lambda v: A_fw @ v, b_fw, 1e-12, 30, 200).solution)
+    assert rel(cg, gm) < 1e-10
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_neumann_series_meets_its_bound(framework):
+    fw = _framework(framework)
+    rng = np.random.default_rng(4)
+    M = rng.standard_normal((25, 25))
+    A, b = M @ M.T / 25 + np.eye(25), rng.standard_normal(25)
+    eig = np.linalg.eigvalsh(A)
+    alpha = 1.0 / eig[-1]
+    rho = max(abs(1 - alpha * eig))
+    exact = np.linalg.solve(A, b)
+    A_fw, b_fw = fw.asarray(A), fw.asarray(b)
+    errors = []
+    for k in (0, 5, 20, 80):
+        approx = fw.to_numpy(neumann_series(fw, lambda v: A_fw @ v, b_fw, alpha, k).solution)
+        errors.append(rel(approx, exact))
+        assert errors[-1] <= rho ** (k + 1) * (1 + 1e-9)
+    assert errors == sorted(errors, reverse=True)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_ift_gmres_and_cg_match_ift_direct_on_gd(framework):
+    direct = evaluate(Point("gd", "ift-direct", framework, n=20, K=3000)).gradient
+    for backend in ("ift-cg", "ift-gmres"):
+        assert rel(evaluate(Point("gd", backend, framework, n=20, K=3000)).gradient,
+                   direct) < 1e-9
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_neumann_adjoint_error_falls_with_k_within_the_bound(framework):
+    errors = []
+    for k in (10, 60, 300):
+        ev = evaluate(Point("gd", "ift-neumann", framework, n=20, K=3000, options={"k": str(k)}),
+                      count=True)
+        assert ev.counts["hvp_evals"] == k
+        diag = adjoint_diagnostics(ev.prepared, _x_K(ev.prepared), ev.aux["adjoint"])
+        assert 0 < diag["neumann_rho"] < 1
+        assert diag["adjoint_rel_error"] <= diag["error_bound"] * (1 + 1e-6)
+        errors.append(diag["adjoint_rel_error"])
+    assert errors[0] > errors[1] > errors[2]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_jfb_is_cheap_and_biased(framework):
+    ev = evaluate(Point("gd", "ift-jfb", framework, n=20, K=3000), count=True)
+    conv = PROBLEM.reference_gradient(PROBLEM.generate(20, 0, {}), 1, "converged")
+    assert ev.counts["hvp_evals"] == 0 and ev.counts["vjp_evals"] == 2
+    assert rel(ev.gradient, conv) > 0.1
+
+
+def test_ift_cg_adjoint_matches_the_dense_solve():
+    ev = evaluate(Point("gd", "ift-cg", "jax", n=20, K=3000))
+    diag = adjoint_diagnostics(ev.prepared, _x_K(ev.prepared), ev.aux["adjoint"])
+    assert diag["adjoint_rel_error"] < 1e-9
+    assert 1 < diag["jacobian_cond"] < 1e3
+
+
+def _x_K(prep) -> np.ndarray:
+    fw = prep.fw
+    _, x = fw.compile(prep.forward_program())(prep.theta, prep.arrays)
+    return fw.to_numpy(x)
+
+
+def test_prepare_rejects_alpha_less_problems_cleanly():
+    # gd has a default α (its inner step), so both α-strategies are valid without the option
+    for backend in ("ift-neumann", "ift-jfb"):
+        assert prepare(Point("gd", backend, "torch", n=4, K=3)).options.get("alpha") is None
