@@ -9,6 +9,7 @@ anything problem-specific goes through ``P``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from problems.base import ReferenceKind
@@ -19,12 +20,28 @@ if TYPE_CHECKING:
     from suite.frameworks.base import Framework
 
 
+@dataclass(frozen=True)
+class Theory:
+    """What DESIGN.md's theory table predicts for a strategy, as bands of log–log slopes.
+
+    ``memory_K``: exponent of peak memory in K at fixed n; ``memory_n``: in n at fixed K
+    (x ∈ ℝⁿ, θ ∈ ℝᵖ with p ∝ n); ``time_K``: exponent of time in K.
+    """
+
+    memory_K: tuple[float, float]
+    memory_n: tuple[float, float]
+    time_K: tuple[float, float]
+    memory: str  # the law in words, for the report
+    time: str
+
+
 class Strategy(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     #: which float64 reference the gradient is judged against (``grad_rel_error``)
     reference: ClassVar[ReferenceKind]
     options: ClassVar[tuple[Option, ...]] = ()
+    theory: ClassVar[Theory]
     #: the exact counts this strategy's schedule defines; the others are recorded as null
     #: (unless the counting pass saw them, which is then reported as it is)
     counts: ClassVar[tuple[str, ...]] = ("step_evals", "vjp_evals")

@@ -18,7 +18,7 @@ import math
 import os
 from typing import Any
 
-from backends.base import Strategy
+from backends.base import Strategy, Theory
 from backends.binomial_schedule import ADVANCE, BACK, FIRST, LOAD, SAVE, schedule
 from suite.options import Option
 
@@ -28,6 +28,7 @@ DISABLE_ENV = "IFT_BENCH_DISABLE_CHECKPOINT"
 
 class CheckpointSqrt(Strategy):
     name = "checkpoint-sqrt"
+    theory = Theory((0.5, 0.5), (1, 1), (1, 1), "Θ(√K·n)", "≈ 2 forward passes")
     summary = "√K segments, each recomputed in backward (memory Θ(√K), ≈ 2K steps)"
     reference = "k_step"
     reverse_through_steps = True
@@ -60,6 +61,8 @@ class CheckpointSqrt(Strategy):
 
 class CheckpointBinomial(Strategy):
     name = "checkpoint-binomial"
+    theory = Theory((0, 0.25), (1, 1), (1, 1.3), "Θ(s·n), s = ⌈log₂ K⌉ by default",
+                    "K + t·K − β(s+1, t−1) steps")
     summary = "Revolve with s snapshots (memory Θ(s), K + p(K, s) steps)"
     reference = "k_step"
     options = (Option("snapshots", int, None,

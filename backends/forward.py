@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import Strategy, solve_forward
+from backends.base import Strategy, Theory, solve_forward
 
 
 def _outer(fw: Any, P: Any, K: int):
@@ -27,6 +27,7 @@ def _outer(fw: Any, P: Any, K: int):
 
 class Forward(Strategy):
     name = "forward"
+    theory = Theory((0, 0), (1, 1), (1, 1), "Θ(n + p)", "Θ(p·K)")
     summary = "p = dim θ sequential JVP sweeps (memory flat in K, time Θ(pK))"
     reference = "k_step"
     counts = ("step_evals", "jvp_evals")
@@ -45,6 +46,7 @@ class Forward(Strategy):
 
 class ForwardBatched(Strategy):
     name = "forward-batched"
+    theory = Theory((0, 0), (2, 2), (1, 1), "Θ(p·n)", "Θ(p·K), vectorised")
     summary = "all p tangent directions in one sweep (jacfwd; memory Θ(p·dim x))"
     reference = "k_step"
     counts = ("step_evals", "jvp_evals")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from backends.base import Strategy, solve_forward
+from backends.base import Strategy, Theory, solve_forward
 from backends.linear_solvers import conjugate_gradient, gmres, neumann_series
 from problems.base import Problem
 from suite.options import Option
@@ -64,6 +64,7 @@ class ImplicitStrategy(Strategy):
 
 class IFTDirect(ImplicitStrategy):
     name = "ift-direct"
+    theory = Theory((0, 0), (2, 2), (1, 1), "Θ(n²)", "Θ(K) + Θ(n³)")
     summary = "IFT with the dense ∂F/∂x (forward mode) and an LU solve: Θ(n²) memory, Θ(n³) time"
     counts = ("step_evals", "vjp_evals", "jvp_evals")
 
@@ -74,6 +75,7 @@ class IFTDirect(ImplicitStrategy):
 
 class IFTConjugateGradient(ImplicitStrategy):
     name = "ift-cg"
+    theory = Theory((0, 0), (1, 1), (1, 1), "Θ(n)", "Θ(K) + iterations × one VJP")
     summary = "IFT with conjugate gradient on VJPs of F (symmetric positive definite ∂F/∂x)"
     needs_spd = True
     counts = ("step_evals", "vjp_evals", "hvp_evals", "solver_iters")
@@ -97,6 +99,7 @@ class IFTConjugateGradient(ImplicitStrategy):
 
 class IFTGMRES(ImplicitStrategy):
     name = "ift-gmres"
+    theory = Theory((0, 0), (1, 1), (1, 1), "Θ(restart·n)", "Θ(K) + iterations × one VJP")
     summary = "IFT with restarted GMRES on VJPs of F (any invertible ∂F/∂x)"
     counts = ("step_evals", "vjp_evals", "hvp_evals", "solver_iters")
     options = (
@@ -135,6 +138,7 @@ def _alpha_reason(problem: Any, strategy_options: dict[str, Any]) -> str | None:
 
 class IFTNeumann(ImplicitStrategy):
     name = "ift-neumann"
+    theory = Theory((0, 0), (1, 1), (1, 1), "Θ(n)", "Θ(K) + k VJPs")
     summary = "IFT with a k-term truncated Neumann series (k VJPs of F; error ≤ ρ^{k+1})"
     counts = ("step_evals", "vjp_evals", "hvp_evals", "solver_iters")
     options = (
@@ -155,6 +159,7 @@ class IFTNeumann(ImplicitStrategy):
 
 class IFTJacobianFree(ImplicitStrategy):
     name = "ift-jfb"
+    theory = Theory((0, 0), (1, 1), (1, 1), "Θ(n)", "Θ(K) + one VJP")
     summary = "IFT with α·I in place of (∂F/∂x)⁻¹: Jacobian-free backprop (one VJP; biased)"
     options = (
         Option("alpha", float, None, "scale α of the identity (default: the problem's step)",

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import Strategy
+from backends.base import Strategy, Theory
 from backends.exact_arithmetic import InformationBuffer, to_fixed, to_float
 from problems.base import MomentumDescent
 
 
 class Reversible(Strategy):
     name = "reversible"
+    theory = Theory((0, 1), (1, 1), (1, 1), "Θ(n) + K·n·log₂(1/γ) bits", "≈ 2–3 forward passes")
     summary = "exact-arithmetic reversible momentum descent (memory Θ(1) + K·log₂(1/γ) bits)"
     reference = "k_step"
     counts = ("step_evals", "vjp_evals")

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import Strategy
+from backends.base import Strategy, Theory
 from suite.options import Option
 
 
 class Truncated(Strategy):
     name = "truncated"
+    theory = Theory((0, 0), (1, 1), (1, 1), "Θ(k·n)", "Θ(K)")
     summary = "reverse mode through the last k steps only (memory Θ(k); biased)"
     reference = "k_step"
     reverse_through_steps = True

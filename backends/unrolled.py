@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import Strategy, solve_forward
+from backends.base import Strategy, Theory, solve_forward
 
 
 class Unrolled(Strategy):
     name = "unrolled"
+    theory = Theory((1, 1), (1, 1), (1, 1), "Θ(K·n)", "Θ(K)")
     summary = "reverse mode through all K steps (exact for the K-step map; memory Θ(K))"
     reference = "k_step"
     reverse_through_steps = True

@@ -202,7 +202,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.config and (args.problem or args.backend or args.n or args.K):
         raise UsageError("--config", "give either --config or --problem/--backend/--n/--K lists")
-    if args.config:
+    if args.resume and not (args.config or args.problem):
+        config = _config_of_run(args.resume)
+    elif args.config:
         config = load_config(args.config)
     else:
         missing = [f for f in ("problem", "backend", "n", "K") if not getattr(args, f)]
@@ -230,6 +232,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(f"report: {write_report(result.run_dir)}")
     return 0
+
+
+def _config_of_run(run_dir: Path):
+    """The config a run was started with (its meta.json), for ``run --resume RUN_DIR``."""
+    from suite.config import config_from_json
+
+    meta = Path(run_dir) / "meta.json"
+    if not meta.exists():
+        raise UsageError("--resume", f"{str(run_dir)!r} has no meta.json",
+                         "a results/<run-id> directory")
+    return config_from_json(json.loads(meta.read_text())["config"])
 
 
 def cmd_report(args: argparse.Namespace) -> int:

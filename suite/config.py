@@ -102,6 +102,22 @@ class SweepConfig:
         }
 
 
+def config_from_json(payload: dict[str, Any]) -> SweepConfig:
+    """Rebuild (and re-validate) a config from its ``to_json`` form, e.g. a run's meta.json."""
+    settings = payload.get("settings", {})
+    raw = {
+        "name": payload["name"], "description": payload.get("description", ""),
+        "problems": payload["problems"], "backends": payload["backends"],
+        "frameworks": payload["frameworks"], "dtypes": payload.get("dtypes", ["float64"]),
+        "device": payload.get("device", "cpu"), "seeds": payload.get("seeds", [0]),
+        "repeats": settings.get("repeats", 5), "timeout_s": settings.get("timeout_s", 300),
+        "memory_cap": settings.get("memory_cap_bytes"), "threads": settings.get("threads", 1),
+        "grid": [{k: v for k, v in g.items() if v is not None} for g in payload["grids"]],
+        "options": {**payload.get("options", {}), **payload.get("backend_options", {})},
+    }
+    return build_config(raw, name=payload["name"], source=payload.get("source"))
+
+
 # ---- parsing ------------------------------------------------------------------------------
 def parse_bytes(value: Any, field_name: str = "memory_cap") -> int | None:
     """``8589934592``, ``"8GiB"``, ``"512 MiB"`` → bytes; ``None``/``0``/``"none"`` → no cap."""

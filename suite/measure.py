@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from problems.base import REFERENCE_KINDS
 from suite.diagnostics import adjoint_diagnostics
 from suite.frameworks import registry as framework_registry
 from suite.frameworks.base import COUNT_KINDS, Framework, OpCounter
@@ -133,7 +134,8 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
 
     # accuracy against the float64 reference
     grad_np = fw.to_numpy(grad)
-    reference = problem.reference_gradient(instance, K, strategy.reference)
+    errors = {kind: _rel(grad_np, problem.reference_gradient(instance, K, kind))
+              for kind in REFERENCE_KINDS}
     residual = prep.residual_norm(x_K)
 
     warnings: list[str] = []
@@ -175,7 +177,8 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
         compile_s=max(0.0, first_call_s - time_s) if point.framework == "jax" else None,
         repeats=settings.repeats,
         peak_bytes=peak, peak_method=peak_method, trace_bytes=int(trace), rss_peak_bytes=rss,
-        grad_rel_error=_rel(grad_np, reference), reference=strategy.reference,
+        grad_rel_error=errors[strategy.reference], reference=strategy.reference,
+        grad_error_k_step=errors["k_step"], grad_error_converged=errors["converged"],
         grad_norm=float(np.linalg.norm(grad_np)), inner_residual=residual,
         solver_converged=converged,
         **{k: (counts[k] if (k in strategy.counts or counts[k]) else None) for k in COUNT_KINDS},

@@ -47,6 +47,9 @@ class Record:
     # accuracy
     grad_rel_error: float | None = None
     reference: str | None = None
+    #: the error against each float64 reference (``grad_rel_error`` is the one of ``reference``)
+    grad_error_k_step: float | None = None
+    grad_error_converged: float | None = None
     grad_norm: float | None = None
     inner_residual: float | None = None
     solver_converged: bool | None = None

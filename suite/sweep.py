@@ -8,6 +8,7 @@ kills the running children and keeps every finished record), and economical: onc
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -71,9 +72,14 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *, jobs
             _note_cap(capped, r)
 
     meta_path = run_dir / "meta.json"
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     meta = {"run_id": run_dir.name, "config": config.to_json(), "environment": environment(),
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "points": len(points), "jobs": jobs, "resumed_from_records": len(previous)}
+            "started_at": now, "points": len(points), "jobs": jobs}
+    if resume is not None and meta_path.exists():
+        earlier = json.loads(meta_path.read_text())
+        meta["started_at"] = earlier.get("started_at", now)
+        meta["resumed_at"] = [*earlier.get("resumed_at", []), now]
+        meta["resumed_with_records"] = len(previous)
     write_json(meta_path, meta)
 
     todo = [p for p in points if p.key() not in done]

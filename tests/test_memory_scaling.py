@@ -80,3 +80,12 @@ def test_peak_sees_the_trace_and_both_agree_on_growth(framework, backend):
         # flat trace: the allocator must not see a per-step cost the trace misses (torch
         # leaves ~120 B of cyclic garbage per autograd.grad call; hence the 64 KiB slack)
         assert peak_growth <= max(64 * KIB, 0.25 * peak[Ks[0]]), "allocator grows, trace flat"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_checkpoint_sqrt_peak_is_sublinear_with_a_tuple_state(framework):
+    """Regression: with a (w, v) state, torch's checkpoint wrapper once kept every
+    recomputed segment alive until the backward pass ended (peak Θ(K), not Θ(√K))."""
+    small = peak_bytes("checkpoint-sqrt", framework, 100, 20, momentum="0.9")
+    large = peak_bytes("checkpoint-sqrt", framework, 1600, 20, momentum="0.9")
+    assert large / small < 6  # √16 = 4, plus constant overheads; Θ(K) would give ≈ 16

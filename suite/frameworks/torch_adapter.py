@@ -403,21 +403,31 @@ def _forward_fast_paths() -> Any:
     return ForwardFastPaths()
 
 
+def _first(flat: list[Any]) -> Any:
+    return flat[0]
+
+
 def _flatten(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
     """Leaves of an array-or-nested-tuple state, and the inverse."""
     if isinstance(tree, tuple | list):
         parts = [_flatten(t) for t in tree]
-        sizes = [len(leaves) for leaves, _ in parts]
+        # the rebuild closure keeps the structure only, never the leaves: it can outlive them
+        # (reentrant checkpoint stores it with the recomputed segment, whose graph it would
+        # otherwise keep alive until the whole backward pass ends)
+        subs, sizes, kind = [sub for _, sub in parts], [len(leaves) for leaves, _ in parts], \
+            type(tree)
+        leaves = [leaf for part_leaves, _ in parts for leaf in part_leaves]
+        del parts
 
-        def rebuild(leaves: list[Any]) -> Any:
+        def rebuild(flat: list[Any]) -> Any:
             out, i = [], 0
-            for (_, sub), size in zip(parts, sizes, strict=True):
-                out.append(sub(leaves[i:i + size]))
+            for sub, size in zip(subs, sizes, strict=True):
+                out.append(sub(flat[i:i + size]))
                 i += size
-            return type(tree)(out)
+            return kind(out)
 
-        return [leaf for leaves, _ in parts for leaf in leaves], rebuild
-    return [tree], lambda leaves: leaves[0]
+        return leaves, rebuild
+    return [tree], _first
 
 
 def _leaves(tree: Any) -> list[Any]:
