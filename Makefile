@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup bench test lint clean
+.PHONY: setup bench test gate bench-pytest lint clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,14 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The CI regression gate: the gate sweep against benchmarks/baseline.json (exit 1 on regression).
+gate: $(STAMP)
+	$(BIN)/python -m suite gate --no-progress
+
+# pytest-benchmark timings of the key cells (see README for saving and comparing baselines).
+bench-pytest: $(STAMP)
+	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable --benchmark-only $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check suite problems backends reports tests

@@ -170,4 +170,10 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
             "agrees": bool(mem["agrees"].all()) if len(mem) and mem["agrees"].notna().all()
             else None,
         })
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    order = {name: i for i, name in enumerate(backends.registry())}
+    out["_order"] = out["backend"].map(lambda b: order.get(b, len(order)))
+    out["_fw"] = out["framework"] != "torch"
+    return out.sort_values(["problem", "_order", "_fw"]).drop(columns=["_order", "_fw"])

@@ -117,6 +117,22 @@ def _build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--report", action="store_true", help="write report.html afterwards")
     p_run.add_argument("--no-progress", action="store_true")
 
+    p_gate = sub.add_parser("gate", help="run the gate sweep and compare with the baseline")
+    p_gate.add_argument("--baseline", type=Path, default=None,
+                        help="baseline file (default benchmarks/baseline.json)")
+    p_gate.add_argument("--update-baseline", action="store_true",
+                        help="rewrite the baseline from this run and print what changed")
+    p_gate.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
+                        help="compare an existing run instead of sweeping anew")
+    p_gate.add_argument("--config", default="gate", help="sweep config (default: gate)")
+    p_gate.add_argument("--results", type=Path, default=Path("results"))
+    p_gate.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="where to write the findings (default RUN_DIR/gate.json)")
+    p_gate.add_argument("--jobs", type=_one_int("--jobs"), default=2,
+                        help="points measured at once (default 2: the gate times strategies "
+                             "against unrolled within each process, so neighbours cancel out)")
+    p_gate.add_argument("--no-progress", action="store_true")
+
     p_report = sub.add_parser("report", help="write RESULTS_DIR/report.html")
     p_report.add_argument("run_dir", type=Path, metavar="RESULTS_DIR")
     p_report.add_argument("--out", type=Path, default=None)
@@ -264,7 +280,45 @@ def _terminate_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-COMMANDS = {"list": cmd_list, "point": cmd_point, "run": cmd_run, "report": cmd_report}
+def cmd_gate(args: argparse.Namespace) -> int:
+    from suite import gate
+    from suite.config import load_config
+    from suite.records import load_frame, write_json
+    from suite.sweep import run_sweep
+
+    baseline_path = args.baseline or gate.DEFAULT_BASELINE
+    config = load_config(args.config)
+    if args.run is not None:
+        if not (args.run / "records.jsonl").exists():
+            raise UsageError("--run", f"{str(args.run)!r} has no records.jsonl",
+                             "a results/<run-id> directory")
+        run_dir = args.run
+    else:
+        if not args.update_baseline:
+            gate.load_baseline(baseline_path)  # fail early (exit 2) on a missing or bad file
+        _terminate_as_interrupt()
+        result = run_sweep(config, args.results, jobs=args.jobs, progress=not args.no_progress)
+        if result.interrupted:
+            print("gate: interrupted", file=sys.stderr)
+            return 1
+        run_dir = result.run_dir
+    frame = load_frame(run_dir)
+    if args.update_baseline:
+        old = json.loads(baseline_path.read_text()) if baseline_path.exists() else None
+        new = gate.build_baseline(frame, config.name)
+        baseline_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(baseline_path, new)
+        print(gate.baseline_diff(old, new))
+        return 0
+    outcome = gate.compare(frame, gate.load_baseline(baseline_path))
+    write_json(args.json or run_dir / "gate.json", outcome.to_json())
+    print(gate.render(outcome))
+    print(f"findings: {args.json or run_dir / 'gate.json'}")
+    return 0 if outcome.passed else 1
+
+
+COMMANDS = {"list": cmd_list, "point": cmd_point, "run": cmd_run, "report": cmd_report,
+            "gate": cmd_gate}
 
 
 def main(argv: list[str] | None = None) -> int:

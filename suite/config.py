@@ -26,7 +26,8 @@ from suite.point import Point, Settings
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TOP_KEYS = {"name", "description", "problems", "backends", "frameworks", "dtypes", "device",
-            "seeds", "repeats", "timeout_s", "memory_cap", "threads", "grid", "options"}
+            "seeds", "repeats", "timeout_s", "memory_cap", "threads", "pair_with", "grid",
+            "options"}
 GRID_KEYS = {"n", "K", "problems", "backends", "frameworks", "dtypes"}
 _UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
@@ -112,6 +113,7 @@ def config_from_json(payload: dict[str, Any]) -> SweepConfig:
         "device": payload.get("device", "cpu"), "seeds": payload.get("seeds", [0]),
         "repeats": settings.get("repeats", 5), "timeout_s": settings.get("timeout_s", 300),
         "memory_cap": settings.get("memory_cap_bytes"), "threads": settings.get("threads", 1),
+        "pair_with": settings.get("pair_with"),
         "grid": [{k: v for k, v in g.items() if v is not None} for g in payload["grids"]],
         "options": {**payload.get("options", {}), **payload.get("backend_options", {})},
     }
@@ -185,9 +187,10 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
             timeout_s=float(raw.get("timeout_s", settings.timeout_s)),
             memory_cap_bytes=parse_bytes(raw.get("memory_cap"), loc("memory_cap")),
             threads=raw.get("threads", settings.threads),
+            pair_with=raw.get("pair_with"),
         ).validate()
     except UsageError as exc:
-        if exc.field in {"repeats", "timeout", "threads", "memory_cap"}:
+        if exc.field in {"repeats", "timeout", "threads", "memory_cap", "pair_with"}:
             field_name = {"timeout": "timeout_s"}.get(exc.field, exc.field)
             raise UsageError(loc(field_name), str(exc).split(": ", 1)[1]) from None
         raise

@@ -14,7 +14,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,55 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / denom) if denom > 0 else float(np.linalg.norm(a - b))
 
 
+PAIRED_REPEATS = 21
+#: set by a parallel sweep: a file whose exclusive lock guards every timed section, so that
+#: points measured side by side never time at the same moment (their untimed meters may overlap)
+TIMING_LOCK_ENV = "IFT_BENCH_TIMING_LOCK"
+
+
+@contextmanager
+def timing_lock() -> Iterator[None]:
+    path = os.environ.get(TIMING_LOCK_ENV)
+    if not path:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _paired_ratio(prep: Any, grad_fn: Any, settings: Settings) -> float:
+    """The median over adjacent pairs of t_self / t_other, the two gradients timed
+    alternately in this process (ABBA order, so neither always runs first): load that comes
+    and goes — a neighbouring point, a page-cache flush — hits both halves of a pair alike.
+    This is the gate's time measure."""
+    fw = prep.fw
+    if settings.pair_with == prep.point.backend:
+        return 1.0
+    from dataclasses import replace as _replace
+
+    other = prepare(_replace(prep.point, backend=settings.pair_with,
+                             options={k: v for k, v in prep.point.options.items()
+                                      if k in {o.name for o in prep.problem.options}}))
+    other_fn = fw.compile(other.gradient_program())
+    fw.synchronize(other_fn(other.theta, other.arrays))  # warm-up / compile
+    ratios = []
+    for i in range(max(settings.repeats, PAIRED_REPEATS)):
+        if i % 2:
+            own = _timed(fw, lambda: grad_fn(prep.theta, prep.arrays))
+            theirs = _timed(fw, lambda: other_fn(other.theta, other.arrays))
+        else:
+            theirs = _timed(fw, lambda: other_fn(other.theta, other.arrays))
+            own = _timed(fw, lambda: grad_fn(prep.theta, prep.arrays))
+        ratios.append(own / theirs)
+    return statistics.median(ratios)
+
+
 def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> Record:
     """Measure one point in this process. The caller isolates it (see ``suite.runner``)."""
     framework_registry()[point.framework].configure_threads(settings.threads)
@@ -113,10 +163,15 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
     loss_K, x_K = fwd_fn(theta, arrays)
     fw.synchronize((loss_K, x_K))
 
-    times, fwd_times = [], []
-    for _ in range(settings.repeats):  # interleaved so drift affects both alike
-        times.append(_timed(fw, lambda: grad_fn(theta, arrays)))
-        fwd_times.append(_timed(fw, lambda: fwd_fn(theta, arrays)))
+    with timing_lock():
+        times, fwd_times = [], []
+        for _ in range(settings.repeats):  # interleaved so drift affects both alike
+            times.append(_timed(fw, lambda: grad_fn(theta, arrays)))
+            fwd_times.append(_timed(fw, lambda: fwd_fn(theta, arrays)))
+
+        time_ratio = None
+        if settings.pair_with is not None:
+            time_ratio = _paired_ratio(prep, grad_fn, settings)
 
     device_peak = fw.device_peak_bytes(call_gradient)
     if device_peak is None:
@@ -175,7 +230,7 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
         time_s=time_s, time_min_s=min(times), forward_time_s=statistics.median(fwd_times),
         first_call_s=first_call_s,
         compile_s=max(0.0, first_call_s - time_s) if point.framework == "jax" else None,
-        repeats=settings.repeats,
+        repeats=settings.repeats, time_ratio=time_ratio, time_ratio_to=settings.pair_with,
         peak_bytes=peak, peak_method=peak_method, trace_bytes=int(trace), rss_peak_bytes=rss,
         grad_rel_error=errors[strategy.reference], reference=strategy.reference,
         grad_error_k_step=errors["k_step"], grad_error_converged=errors["converged"],

@@ -61,6 +61,9 @@ class Settings:
     timeout_s: float = 300.0
     memory_cap_bytes: int | None = None
     threads: int = 1
+    #: also time this strategy's gradient in the same process, alternating call by call, and
+    #: record the ratio of medians (the CI gate's noise-robust time measure); None: don't
+    pair_with: str | None = None
 
     def validate(self) -> Settings:
         if not isinstance(self.repeats, int) or self.repeats < 1:
@@ -73,6 +76,8 @@ class Settings:
                              ">= 256 MiB, typically 4 GiB or more")
         if not isinstance(self.threads, int) or self.threads < 1:
             raise UsageError("threads", f"{self.threads!r} is not a positive integer", ">= 1")
+        if self.pair_with is not None and self.pair_with not in backends.registry():
+            raise UsageError("pair_with", f"unknown {self.pair_with!r}", backends.registry())
         return self
 
 

@@ -39,6 +39,10 @@ class Record:
     first_call_s: float | None = None
     compile_s: float | None = None
     repeats: int | None = None
+    #: median over adjacent pairs of this gradient's time over ``time_ratio_to``'s, both timed
+    #: in this process call by call alternately (set when a sweep pairs strategies: the gate)
+    time_ratio: float | None = None
+    time_ratio_to: str | None = None
     # memory (bytes)
     peak_bytes: int | None = None
     peak_method: str | None = None

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from suite.errors import UnsupportedError
-from suite.measure import cpu_affinity_for
+from suite.measure import TIMING_LOCK_ENV, cpu_affinity_for
 from suite.point import Point, Settings, validate_point
 from suite.records import Record
 from suite.worker import OOM_MARKERS
@@ -27,9 +27,11 @@ from suite.worker import OOM_MARKERS
 STDERR_TAIL = 3000
 
 
-def child_env(threads: int) -> dict[str, str]:
+def child_env(threads: int, timing_lock: Path | None = None) -> dict[str, str]:
     """Environment that fixes every thread pool of the child before it imports anything."""
     env = dict(os.environ)
+    if timing_lock is not None:
+        env[TIMING_LOCK_ENV] = str(timing_lock)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
         env[var] = str(threads)
@@ -56,9 +58,11 @@ class Isolator:
     """Runs points in child processes and remembers the live ones, so an interrupt can kill
     them all (threads of a parallel sweep share one Isolator)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timing_lock: Path | None = None) -> None:
         self._active: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
+        #: a lock file serialising the timed sections of concurrent points (parallel sweeps)
+        self.timing_lock = timing_lock
 
     def kill_all(self) -> None:
         with self._lock:
@@ -88,7 +92,7 @@ class Isolator:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "suite.worker", str(tmp_path / "spec.json"),
                      str(out_path)],
-                    stdout=out, stderr=err, env=child_env(settings.threads),
+                    stdout=out, stderr=err, env=child_env(settings.threads, self.timing_lock),
                     start_new_session=True,
                 )
                 with self._lock:

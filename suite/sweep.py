@@ -86,7 +86,8 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *, jobs
     result = SweepResult(run_dir=run_dir, total=len(points))
     result.statuses.update(r.status for r in previous)
     lock = threading.Lock()
-    isolator = Isolator()
+    # parallel points still never time at the same moment (see suite.measure.timing_lock)
+    isolator = Isolator(timing_lock=run_dir / ".timing.lock" if jobs > 1 else None)
     bar = _progress(len(points), len(points) - len(todo), progress)
 
     def record(rec: Record, point: Point) -> None:
