@@ -272,12 +272,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _terminate_as_interrupt() -> None:
-    """SIGTERM stops a sweep the way Ctrl-C does: children killed, finished records kept."""
+    """SIGTERM and SIGINT stop a sweep the way Ctrl-C does: children killed, finished records
+    kept. SIGINT is installed explicitly because a shell starts background jobs with it
+    ignored, and Python then never raises KeyboardInterrupt."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
