@@ -125,7 +125,13 @@ class IFTGMRES(ImplicitStrategy):
 
 def _alpha(problem: Any, consts: Any, opts: dict[str, Any]) -> float:
     alpha = opts.get("alpha")
-    return problem.neumann_alpha(consts) if alpha is None else alpha
+    alpha = problem.neumann_alpha(consts) if alpha is None else alpha
+    if alpha is None:
+        from suite.errors import UsageError
+
+        raise UsageError("option 'alpha'", f"{problem.name} has no default step α",
+                         "a positive float with ρ(I − α ∂F/∂x) < 1")
+    return alpha
 
 
 def _alpha_reason(problem: Any, strategy_options: dict[str, Any]) -> str | None:

@@ -6,7 +6,7 @@ The first K − k steps run with θ and the state cut from the tape, so
 
 drops every path through which θ influenced s_{K−k}. Memory Θ(k) states, independent of K;
 the gradient is biased, and ``grad_rel_error`` against the exact K-step reference shows by how
-much. Option ``k`` (default 10, clipped to K).
+much. Option ``k`` (default 10, clipped to K); k = K is exactly ``unrolled``, s₀(θ) included.
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ class Truncated(Strategy):
         k = opts["k"]
 
         def outer(th: Any) -> Any:
-            frozen = fw.stop_gradient(th)
-            state = fw.iterate(lambda s: P.step(s, frozen), P.init(frozen), K - k)
-            state = fw.stop_gradient(state)
+            if k < K:
+                frozen = fw.stop_gradient(th)
+                state = fw.iterate(lambda s: P.step(s, frozen), P.init(frozen), K - k)
+                state = fw.stop_gradient(state)
+            else:  # nothing to truncate: exactly unrolled, s₀(θ) included
+                state = P.init(th)
             state = fw.iterate(lambda s: P.step(s, th), state, k)
             return P.loss(P.solution(state, th), th)
 

@@ -98,6 +98,11 @@ class Problem(ABC):
         """Why this problem cannot be measured with ``strategy`` (None: it can)."""
         return None
 
+    def ift_warnings(self, instance: Instance, x: np.ndarray) -> list[str]:
+        """Where the IFT's conditions fail at the solution variables x (float64), in words:
+        a singular ∂F/∂x, a non-differentiable F. Reported in IFT records, never hidden."""
+        return []
+
     def neumann_alpha(self, consts: Mapping[str, Any]) -> float | None:
         """A step α with ρ(I − α ∂F/∂x) < 1 near a solution (Neumann series, JFB), if the
         problem knows one — typically the inner solver's own step size."""

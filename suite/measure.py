@@ -30,6 +30,8 @@ from suite.point import Point, Settings
 from suite.program import prepare
 from suite.records import Record
 
+#: condition number of ∂F/∂x above which the IFT is flagged as inapplicable (float64)
+JACOBIAN_COND_WARNING = 1e12
 #: ‖F(θ, x_K)‖ / ‖F(θ, x_0)‖ above which an IFT gradient is flagged as taken off a solution
 IFT_RESIDUAL_WARNING = 1e-6
 
@@ -54,10 +56,19 @@ def memray_peak_bytes(fn: Callable[[], Any]) -> int:
 
 def rss_peak_bytes(fn: Callable[[], Any]) -> int:
     """Process resident-set high-water mark while ``fn()`` runs (memory-profiler; noisy)."""
+    import multiprocessing
+
     from memory_profiler import memory_usage
 
-    peak_mib = memory_usage((fn, (), {}), max_usage=True, interval=0.002, include_children=False,
-                            backend="psutil")
+    # memory-profiler samples from a helper process; forking a process that runs JAX's or
+    # torch's threads can deadlock, so the helper is always spawned
+    previous = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        peak_mib = memory_usage((fn, (), {}), max_usage=True, interval=0.002,
+                                include_children=False, backend="psutil")
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
     return int(float(np.max(peak_mib)) * 2**20)
 
 
@@ -213,6 +224,12 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
     if solver_iters is not None and solver_iters != counts["solver_iters"]:
         warnings.append(f"solver_iters: program returned {solver_iters}, counting pass saw "
                         f"{counts['solver_iters']}")
+    if strategy.reference == "converged":
+        warnings.extend(problem.ift_warnings(instance, fw.to_numpy(x_K)))
+        cond = diagnostics.get("jacobian_cond")
+        if cond is not None and not cond < JACOBIAN_COND_WARNING:
+            warnings.append(f"∂F/∂x is numerically singular at x_K (condition number {cond:.1e}): "
+                            "the IFT does not apply here")
     if strategy.reference == "converged" and residual > IFT_RESIDUAL_WARNING * prep.residual_0:
         warnings.append(f"IFT applied away from a solution: ‖F(θ, x_K)‖ = {residual:.2e} "
                         f"({residual / prep.residual_0:.1e} of ‖F(θ, x_0)‖)")

@@ -8,6 +8,11 @@ from suite.measure import memray_peak_bytes
 from suite.point import Point
 from suite.program import prepare
 
+#: options that keep each problem small enough for per-strategy tests (forward mode costs
+#: dim θ sweeps: savi's decoder is large by default)
+SMALL = {"gd": {}, "softmax": {}, "sparsemax": {}, "savi": {"hidden": "4", "batch": "3"},
+         "qp": {"batch": "2"}}
+
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))

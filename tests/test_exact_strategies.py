@@ -14,11 +14,11 @@ from suite.point import Point, validate_point
 from suite.program import evaluate
 
 from .conftest import FRAMEWORKS
-from .helpers import rel
+from .helpers import SMALL, rel
 
 EXACT = ["forward", "forward-batched", "checkpoint-sqrt", "checkpoint-binomial", "reversible"]
-# reversible needs a momentum solver; the others are checked with and without momentum
-OPTION_SETS = [{}, {"momentum": "0.9"}]
+# gd is checked with and without momentum (reversible needs it); savi always has momentum
+OPTION_SETS = {"gd": [{}, {"momentum": "0.9"}]}
 
 
 def _supported(problem: str, backend: str, framework: str, options: dict) -> bool:
@@ -29,8 +29,10 @@ def _supported(problem: str, backend: str, framework: str, options: dict) -> boo
     return True
 
 
-CASES = [(prob, back, fw, opts) for prob in problems.registry() for back in EXACT
-         for fw in FRAMEWORKS for opts in OPTION_SETS if _supported(prob, back, fw, opts)]
+CASES = [(prob, back, fw, {**SMALL.get(prob, {}), **opts})
+         for prob in problems.registry() for back in EXACT for fw in FRAMEWORKS
+         for opts in OPTION_SETS.get(prob, [{}])
+         if _supported(prob, back, fw, {**SMALL.get(prob, {}), **opts})]
 
 
 def test_every_exact_strategy_is_exercised():
@@ -40,8 +42,9 @@ def test_every_exact_strategy_is_exercised():
 @pytest.mark.parametrize("problem, backend, framework, options", CASES)
 @pytest.mark.parametrize("K", [1, 9, 64])
 def test_exact_strategy_equals_unrolled(problem, backend, framework, options, K):
-    point = Point(problem, backend, framework, n=9, K=K, options=options)
-    reference = evaluate(Point(problem, "unrolled", framework, n=9, K=K, options=options))
+    n = 3 if problem == "savi" else 9
+    point = Point(problem, backend, framework, n=n, K=K, options=options)
+    reference = evaluate(Point(problem, "unrolled", framework, n=n, K=K, options=options))
     assert rel(evaluate(point).gradient, reference.gradient) < 1e-10
 
 
