@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# torch first, from TORCH_SPEC (the CPU build on this machine), so nothing pulls a CUDA build.
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# qpth: the established QP layer the qp tests cross-check against. Its metadata pins
+	# numpy<2, which it does not need (it runs on numpy 2); install it without dependencies.
+	$(BIN)/pip install --quiet --no-deps qpth==0.0.18
 	touch $(STAMP)
 
 bench: $(STAMP)

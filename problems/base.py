@@ -37,15 +37,17 @@ class Instance:
     """One problem instance in numpy float64: θ, the arrays the math reads, static scalars.
 
     ``arrays`` become framework arrays (traced arguments under ``jax.jit``); ``consts`` stay
-    Python scalars and are baked into the program. Both are dumped to ``instance.npz``.
+    Python scalars and are baked into the program. Both are dumped to ``instance.npz``, with
+    ``named``: views of θ under their own names (e.g. qp's ``q, h, b``), dumped only.
     """
 
     theta: np.ndarray
     arrays: dict[str, np.ndarray]
     consts: dict[str, float | int] = field(default_factory=dict)
+    named: dict[str, np.ndarray] = field(default_factory=dict)
 
     def dump(self, path: Path) -> None:
-        payload = {"theta": self.theta, **self.arrays}
+        payload = {"theta": self.theta, **self.named, **self.arrays}
         payload.update({k: np.asarray(v) for k, v in self.consts.items()})
         np.savez(path, **payload)
 

@@ -281,17 +281,32 @@ class SemiAmortisedVI(MomentumDescent, Problem):
             lam = lam - self._block_solve(d, lam, dec, g)
         raise RuntimeError("savi reference: Newton did not converge")
 
-    def _block_solve(self, d: Mapping[str, Any], lam: np.ndarray, dec: Mapping[str, Any],
-                     rhs: np.ndarray) -> np.ndarray:
-        """H⁻¹ rhs with H = ∂²f/∂λ², block-diagonal over the batch (2d × 2d blocks)."""
+    def _hessian_blocks(self, d: Mapping[str, Any], lam: np.ndarray,
+                        dec: Mapping[str, Any]) -> np.ndarray:
+        """H = ∂²f/∂λ² as its (B, 2d, 2d) diagonal blocks (complex-step HVPs)."""
         B, k = d["B"], 2 * d["d"]
         cols = []
         for j in range(k):  # column j of every block at once
             e = np.zeros((B, k))
             e[:, j] = 1.0
             cols.append(self._hvp(d, lam, dec, d["eps"], e.ravel()).reshape(B, k))
-        blocks = np.stack(cols, axis=2)  # (B, k, k)
-        return np.linalg.solve(blocks, rhs.reshape(B, k, 1)).ravel()
+        return np.stack(cols, axis=2)
+
+    def _block_solve(self, d: Mapping[str, Any], lam: np.ndarray, dec: Mapping[str, Any],
+                     rhs: np.ndarray) -> np.ndarray:
+        """H⁻¹ rhs with H = ∂²f/∂λ², block-diagonal over the batch (2d × 2d blocks)."""
+        blocks = self._hessian_blocks(d, lam, dec)
+        return np.linalg.solve(blocks, rhs.reshape(blocks.shape[0], -1, 1)).ravel()
+
+    def ift_warnings(self, instance: Instance, x: np.ndarray) -> list[str]:
+        """The IFT (and CG) need H = ∂F/∂λ positive definite at λ_K; a saddle is reported."""
+        d = self._data(instance)
+        blocks = self._hessian_blocks(d, x, self._decoder_np(d, instance.theta))
+        smallest = np.linalg.eigvalsh(0.5 * (blocks + blocks.transpose(0, 2, 1))).min()
+        if smallest <= 0:
+            return [f"savi: the Hessian ∂²f/∂λ² has eigenvalue {smallest:.2e} ≤ 0 at λ_K "
+                    "(not a minimum): the IFT's linear system is indefinite, CG does not apply"]
+        return []
 
     def reference_gradient(self, instance: Instance, K: int, kind: ReferenceKind) -> np.ndarray:
         d = self._data(instance)

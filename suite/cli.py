@@ -143,16 +143,24 @@ def _build_parser() -> argparse.ArgumentParser:
 def cmd_list(args: argparse.Namespace) -> int:
     import backends
     import problems
+    from suite.errors import UnsupportedError
     from suite.frameworks import registry as framework_registry
-    from suite.point import support_reason
+    from suite.point import Point, support_reason, validate_point
 
     rows = []
     for prob in problems.registry():
         for back in backends.registry():
             for fw in framework_registry():
                 reason = support_reason(prob, back, fw, args.device)
+                needs = None
+                if reason is None:  # supported, but perhaps not with the default options
+                    try:
+                        validate_point(Point(prob, back, fw, n=8, K=10, device=args.device))
+                    except UnsupportedError as exc:
+                        needs = str(exc).removeprefix("backend: ")
                 rows.append({"problem": prob, "backend": back, "framework": fw,
-                             "supported": reason is None, "reason": reason})
+                             "supported": reason is None, "reason": reason,
+                             "needs_options": needs})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -160,6 +168,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in rows:
         mark = "yes" if r["supported"] else "no "
         tail = "" if r["supported"] else f"  — {r['reason']}"
+        if r["needs_options"]:
+            tail = f"  — not with the defaults: {r['needs_options']}"
         print(f"{r['problem']:10s} {r['backend']:{width}s} {r['framework']:6s} {mark}{tail}")
     return 0
 

@@ -17,12 +17,18 @@ from suite.records import RECORD_FIELDS
 def test_list_json_has_exactly_the_contract_keys(capsys):
     assert main(["list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows and all(set(r) == {"problem", "backend", "framework", "supported", "reason"}
-                        for r in rows)
-    cells = {(r["problem"], r["backend"], r["framework"]) for r in rows if r["supported"]}
-    for backend in ("unrolled", "ift-direct", "ift-cg"):
-        for framework in ("torch", "jax"):
-            assert ("gd", backend, framework) in cells
+    assert rows and all(set(r) == {"problem", "backend", "framework", "supported", "reason",
+                                   "needs_options"} for r in rows)
+    table = {(r["problem"], r["backend"], r["framework"]): r for r in rows}
+    for problem in ("gd", "softmax", "sparsemax", "qp", "savi"):
+        for backend in ("unrolled", "ift-direct", "ift-cg"):
+            for framework in ("torch", "jax"):
+                row = table[(problem, backend, framework)]
+                assert row["supported"] or "symmetric positive definite" in row["reason"]
+                assert row["needs_options"] is None
+    assert not table[("qp", "ift-cg", "jax")]["supported"]
+    assert "alpha" in table[("qp", "ift-neumann", "torch")]["needs_options"]
+    assert table[("gd", "ift-neumann", "torch")]["needs_options"] is None
 
 
 @pytest.mark.parametrize("argv, field", [

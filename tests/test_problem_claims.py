@@ -118,3 +118,17 @@ def test_savi_ift_decoder_gradient_approaches_unrolled():
         gaps.append(rel(ift, unrolled))
     assert gaps[0] > gaps[1] > gaps[2]
     assert gaps[2] < 1e-8
+
+
+def test_savi_indefinite_hessian_is_reported():
+    """At λ* the Hessian blocks are positive definite; at a point away from it they are not,
+    and ift_warnings says so rather than let CG run on an indefinite system."""
+    from problems.savi import SemiAmortisedVI
+
+    problem = SemiAmortisedVI()
+    inst = problem.generate(2, 0, {"hidden": 4, "batch": 3})
+    x = problem.solve(inst)
+    assert problem.ift_warnings(inst, x) == []
+    away = x + np.random.default_rng(0).standard_normal(x.size)
+    warnings = problem.ift_warnings(inst, away)
+    assert warnings and "indefinite" in warnings[0]

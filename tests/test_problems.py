@@ -16,10 +16,10 @@ from suite.program import evaluate
 from .conftest import FRAMEWORKS
 from .helpers import SMALL, rel, trace_bytes
 
-PROBLEMS = [p for p in problems.registry() if p != "qp"]  # qp: tests/test_qp.py
+PROBLEMS = list(problems.registry())
 SIZE = {"savi": 2}
 #: K at which each problem's solver has converged to rounding (for the converged reference)
-CONVERGED_K = {"gd": 4000, "softmax": 4000, "sparsemax": 120, "savi": 2000}
+CONVERGED_K = {"gd": 4000, "softmax": 4000, "sparsemax": 120, "savi": 2000, "qp": 2000}
 
 
 def _instance(name: str, n: int):
@@ -65,6 +65,17 @@ def test_converged_reference_against_finite_differences(name):
     idx, fd = _finite_differences(problem, inst, CONVERGED_K[name])
     ref = problem.reference_gradient(inst, 1, "converged")[idx]
     assert np.linalg.norm(ref - fd) <= 1e-7 * max(np.linalg.norm(fd), 1.0)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("name", PROBLEMS)
+def test_unrolled_equals_the_k_step_reference(name, framework):
+    """Reverse mode through K steps is the exact K-step derivative (the anchor of every exact
+    strategy: tests/test_exact_strategies.py holds them to unrolled at 1e-10)."""
+    n, K = SIZE.get(name, 6), 12
+    problem, inst = _instance(name, n)
+    ev = evaluate(Point(name, "unrolled", framework, n=n, K=K, options=SMALL.get(name, {})))
+    assert rel(ev.gradient, problem.reference_gradient(inst, K, "k_step")) < 1e-8
 
 
 def _supported(name: str, backend: str, n: int = 4) -> bool:

@@ -1,0 +1,307 @@
+"""``qp``: the OptNet quadratic program (report Sec. 5; Amos & Kolter 2017), batched.
+
+    z*(θ) = argmin_z ½ zᵀQz + qᵀz   s.t.  Gz ≤ h,  Az = b,          θ = (q, h, b),
+
+for a batch of B independent instances (option ``batch``, default 4), z ∈ ℝⁿ, m = n
+inequalities and p = max(1, n/4) equalities each. Instances are built as OptNet's benchmark
+does: Q = UᵀU + 1e-3·I, G and A Gaussian, h = Gz₀ + s₀ with s₀ > 0, b = Az₀ (so z₀ is
+feasible), with entries scaled by 1/√n so that the spectra stay O(1). θ is the concatenation
+(q, h, b), each batch-major; ``grad.npy`` follows the same order. Outer loss ℓ = Σ_b w_bᵀz_b.
+
+Two solvers (option ``solver``):
+
+* ``ipm`` (default, OptNet's choice): a batched primal–dual interior-point method with
+  Mehrotra's predictor–corrector, state s = (z, slack, λ, ν) from (0, 1, 1, 0), written in the
+  framework's own differentiable ops (two dense solves of the reduced (n + p)² system per
+  iteration); converged in 10–30 iterations. An instance whose duality measure falls below
+  1e-12 (and residuals below 1e-10) stops moving: its later iterates are copies, so K beyond
+  convergence is harmless. Differentiating the last IPM iterations is ill-conditioned all the
+  same (the reduced system carries λ/s ratios near 1/μ): gradients through a converged IPM
+  agree across frameworks and with the reference only to ≈ 1e-8 — one reason OptNet uses the
+  IFT.
+* ``admm`` (OSQP's iteration, ρ = 1, σ = 1e-6, relaxation 1.6) on l ≤ Cz ≤ u with C = [G; A]:
+  a fixed matrix (Q + σI + ρCᵀC)⁻¹ built once per instance, then one matrix–vector product and
+  a clip per iteration, so K ranges into the thousands — the regime of the report.
+
+IFT: the KKT system of the report's eq. (12), x = (z, λ, ν) (flattened as [z; λ; ν] over the
+batch),
+
+    F(θ, x) = [ Qz + q + Gᵀλ + Aᵀν ;  diag(λ)(Gz − h) ;  Az − b ],
+
+whose Jacobian [[Q, Gᵀ, Aᵀ], [diag(λ)G, diag(Gz − h), 0], [A, 0, 0]] is not symmetric:
+``ift-direct`` and ``ift-gmres`` apply, ``ift-cg`` does not. (Eq. 12 writes the equality row
+as diag(ν)(Az − b), singular wherever some ν_j = 0; OptNet differentiates Az − b, and so do
+we.) The IFT fails without strict complementarity (λ_i = 0 on an active constraint): reported.
+
+References: ``converged`` — z*, λ*, ν* from the IPM run in float64 to 1e-12 and polished on
+its active set, then the KKT solve per instance (OptNet's backward); checked against finite
+differences of the solution map and against qpth in the tests. ``k_step`` — the exact
+derivative of the K-step solver map by complex-step differentiation of the same solver code
+run in complex128 numpy (branch decisions, such as the step length or the clip, follow the
+real parts), one solve per parameter of one instance, all instances at once (they are
+independent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from problems.base import Instance, Problem, ReferenceKind, numpy_namespace
+from suite.options import Option
+
+COMPLEX_STEP = 1e-30
+CONVERGED_TOL = 1e-12  # duality measure μ = sᵀλ/m at which an IPM instance stops moving
+RESIDUAL_TOL = 1e-10   # … provided its KKT residuals are this small (rounding floor ≈ 1e-12)
+ADMM_RHO, ADMM_SIGMA, ADMM_RELAX = 1.0, 1e-6, 1.6
+
+
+def _mv(xp: Any, M: Any, v: Any) -> Any:
+    """Batched matrix–vector product (B, r, c) @ (B, c) → (B, r)."""
+    return (M @ v[..., None])[..., 0]
+
+
+def _norm2(xp: Any, v: Any) -> Any:
+    """Σ v² over the last axis (no abs, so complex-step derivatives pass through)."""
+    return xp.sum(v * v, axis=-1)
+
+
+class QuadraticProgram(Problem):
+    name = "qp"
+    title = "OptNet quadratic program (batched), by interior point or by ADMM"
+    size_meaning = ("n = dim z per instance; m = n inequalities, p = max(1, n/4) equalities; "
+                    "dim θ = batch·(n + m + p), dim x = batch·(n + m + p)")
+    jacobian_structure = "general"
+    options = (
+        Option("solver", str, "ipm", "inner solver", choices=("ipm", "admm")),
+        Option("batch", int, 4, "independent QPs solved together", minimum=1),
+    )
+
+    # ---- instance -----------------------------------------------------------------------
+    def generate(self, n: int, seed: int, options: Mapping[str, Any]) -> Instance:
+        rng = np.random.default_rng(seed)
+        B, m, p = int(options.get("batch", 4)), n, max(1, n // 4)
+        scale = 1.0 / np.sqrt(n)
+        U = scale * rng.standard_normal((B, n, n))
+        Q = U.transpose(0, 2, 1) @ U + 1e-3 * np.eye(n)
+        G = scale * rng.standard_normal((B, m, n))
+        A = scale * rng.standard_normal((B, p, n))
+        z0 = rng.standard_normal((B, n))
+        s0 = rng.uniform(0.1, 1.0, (B, m))
+        h = np.einsum("bmn,bn->bm", G, z0) + s0
+        b = np.einsum("bpn,bn->bp", A, z0)
+        q = rng.standard_normal((B, n))
+        w = rng.standard_normal((B, n))
+        C = np.concatenate([G, A], axis=1)
+        admm = np.linalg.inv(Q + ADMM_SIGMA * np.eye(n)
+                             + ADMM_RHO * C.transpose(0, 2, 1) @ C)
+        theta = np.concatenate([q.ravel(), h.ravel(), b.ravel()])
+        return Instance(theta=theta, named={"q": q, "h": h, "b": b},
+                        arrays={"Q": Q, "G": G, "A": A, "w": w, "admm_inverse": admm},
+                        consts={"B": B, "n": n, "m": m, "p": p,
+                                "solver": options.get("solver", "ipm")})
+
+    def split_theta(self, xp: Any, d: Mapping[str, Any], theta: Any) -> tuple[Any, Any, Any]:
+        B, n, m, p = d["B"], d["n"], d["m"], d["p"]
+        q = xp.reshape(theta[: B * n], (B, n))
+        h = xp.reshape(theta[B * n: B * (n + m)], (B, m))
+        b = xp.reshape(theta[B * (n + m):], (B, p))
+        return q, h, b
+
+    # ---- solvers --------------------------------------------------------------------------
+    def init(self, xp: Any, d: Mapping[str, Any], theta: Any) -> Any:
+        B, n, m, p = d["B"], d["n"], d["m"], d["p"]
+        zeros = xp.zeros_like(theta)
+        if d["solver"] == "admm":  # (x, z = Cx, y)
+            return (xp.reshape(zeros[: B * n], (B, n)),
+                    xp.reshape(xp.zeros_like(zeros[: B * (m + p)]), (B, m + p)),
+                    xp.reshape(xp.zeros_like(zeros[: B * (m + p)]), (B, m + p)))
+        ones = xp.ones_like(zeros[: B * m])
+        return (xp.reshape(zeros[: B * n], (B, n)), xp.reshape(ones, (B, m)),
+                xp.reshape(ones, (B, m)), xp.reshape(zeros[: B * p], (B, p)))
+
+    def step(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
+        if d["solver"] == "admm":
+            return self._admm_step(xp, d, state, theta)
+        return self._ipm_step(xp, d, state, theta)
+
+    def _admm_step(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
+        q, h, b = self.split_theta(xp, d, theta)
+        x, z, y = state
+        C = xp.concat([d["G"], d["A"]], axis=1)
+        Ct = xp.matrix_transpose(C)
+        rhs = ADMM_SIGMA * x - q + _mv(xp, Ct, ADMM_RHO * z - y)
+        x_tilde = _mv(xp, d["admm_inverse"], rhs)
+        z_tilde = _mv(xp, C, x_tilde)
+        x = ADMM_RELAX * x_tilde + (1.0 - ADMM_RELAX) * x
+        relaxed = ADMM_RELAX * z_tilde + (1.0 - ADMM_RELAX) * z
+        target = relaxed + y / ADMM_RHO
+        m = d["m"]
+        z_new = xp.concat([xp.minimum(target[:, :m], h), b], axis=1)  # l ≤ Cz ≤ u
+        y = y + ADMM_RHO * (relaxed - z_new)
+        return x, z_new, y
+
+    def _ipm_step(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
+        q, h, b = self.split_theta(xp, d, theta)
+        z, s, lam, nu = state
+        Q, G, A = d["Q"], d["G"], d["A"]
+        Gt, At = xp.matrix_transpose(G), xp.matrix_transpose(A)
+        n, m = d["n"], d["m"]
+        r_dual = _mv(xp, Q, z) + q + _mv(xp, Gt, lam) + _mv(xp, At, nu)
+        r_ineq = _mv(xp, G, z) + s - h
+        r_eq = _mv(xp, A, z) - b
+        mu = xp.sum(s * lam, axis=-1) / m
+        done = (mu < CONVERGED_TOL) & (
+            _norm2(xp, r_dual) + _norm2(xp, r_ineq) + _norm2(xp, r_eq) < RESIDUAL_TOL ** 2)
+
+        # reduced Newton system in (dz, dν): (Q + Gᵀ diag(λ/s) G) dz + Aᵀ dν = rhs, A dz = −r_eq
+        H = Q + Gt @ (G * (lam / s)[..., None])
+        top = xp.concat([H, At], axis=2)
+        bottom = xp.concat([A, xp.zeros_like(A[:, :, : A.shape[1]])], axis=2)
+        kkt = xp.concat([top, bottom], axis=1)
+
+        def direction(target: Any) -> tuple[Any, Any, Any, Any]:
+            """Newton direction for complementarity s∘λ = target."""
+            rhs_z = -r_dual - _mv(xp, Gt, (target - s * lam + lam * r_ineq) / s)
+            rhs = xp.concat([rhs_z, -r_eq], axis=1)
+            sol = xp.linalg.solve(kkt, rhs[..., None])[..., 0]
+            dz, dnu = sol[:, :n], sol[:, n:]
+            ds = -r_ineq - _mv(xp, G, dz)
+            dlam = (target - s * lam - lam * ds) / s
+            return dz, ds, dlam, dnu
+
+        def step_length(ds: Any, dlam: Any) -> Any:
+            ratios = xp.concat([xp.where(ds < 0, -s / ds, xp.ones_like(s) * 1e30),
+                                xp.where(dlam < 0, -lam / dlam, xp.ones_like(lam) * 1e30)],
+                               axis=1)
+            return xp.minimum(xp.ones_like(mu), 0.99 * xp.min(ratios, axis=1))
+
+        _, ds_aff, dlam_aff, _ = direction(xp.zeros_like(s))
+        alpha = step_length(ds_aff, dlam_aff)
+        mu_aff = xp.sum((s + alpha[:, None] * ds_aff) * (lam + alpha[:, None] * dlam_aff),
+                        axis=-1) / m
+        sigma = (mu_aff / mu) ** 3
+        dz, ds, dlam, dnu = direction(sigma[:, None] * mu[:, None] - ds_aff * dlam_aff)
+        alpha = step_length(ds, dlam)[:, None]
+        keep = done[:, None]
+        return (xp.where(keep, z, z + alpha * dz), xp.where(keep, s, s + alpha * ds),
+                xp.where(keep, lam, lam + alpha * dlam), xp.where(keep, nu, nu + alpha * dnu))
+
+    # ---- optimality conditions and loss ------------------------------------------------------
+    def solution(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
+        if d["solver"] == "admm":
+            x, _, y = state
+            z, lam, nu = x, y[:, : d["m"]], y[:, d["m"]:]
+        else:
+            z, _, lam, nu = state
+        return xp.concat([xp.reshape(z, (-1,)), xp.reshape(lam, (-1,)), xp.reshape(nu, (-1,))])
+
+    def split_x(self, xp: Any, d: Mapping[str, Any], x: Any) -> tuple[Any, Any, Any]:
+        B, n, m, p = d["B"], d["n"], d["m"], d["p"]
+        return (xp.reshape(x[: B * n], (B, n)), xp.reshape(x[B * n: B * (n + m)], (B, m)),
+                xp.reshape(x[B * (n + m):], (B, p)))
+
+    def residual(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
+        q, h, b = self.split_theta(xp, d, theta)
+        z, lam, nu = self.split_x(xp, d, x)
+        G, A = d["G"], d["A"]
+        stationarity = (_mv(xp, d["Q"], z) + q + _mv(xp, xp.matrix_transpose(G), lam)
+                        + _mv(xp, xp.matrix_transpose(A), nu))
+        complementarity = lam * (_mv(xp, G, z) - h)
+        feasibility = _mv(xp, A, z) - b
+        return xp.concat([xp.reshape(stationarity, (-1,)), xp.reshape(complementarity, (-1,)),
+                          xp.reshape(feasibility, (-1,))])
+
+    def loss(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
+        z, _, _ = self.split_x(xp, d, x)
+        return xp.sum(d["w"] * z)
+
+    def ift_warnings(self, instance: Instance, x: np.ndarray) -> list[str]:
+        d = {**instance.arrays, **instance.consts}
+        _, h, _ = self.split_theta(np, d, instance.theta)
+        z, lam, _ = self.split_x(np, d, x)
+        slack = h - np.einsum("bmn,bn->bm", d["G"], z)
+        degenerate = (lam < 1e-9) & (slack < 1e-9)
+        if degenerate.any():
+            return [f"qp: {int(degenerate.sum())} constraint(s) active with a zero multiplier "
+                    "(no strict complementarity): ∂F/∂x is singular, the IFT does not apply"]
+        return []
+
+    # ---- float64 references --------------------------------------------------------------
+    def solve(self, instance: Instance, iterations: int = 200) -> np.ndarray:
+        """x* = (z*, λ*, ν*) by the interior-point method in float64, to 1e-12."""
+        npx = numpy_namespace()
+        d = {**instance.arrays, **instance.consts, "solver": "ipm"}
+        state = self.init(npx, d, instance.theta)
+        for _ in range(iterations):
+            state = self._ipm_step(npx, d, state, instance.theta)
+        return self._polish(d, instance.theta,
+                            np.asarray(self.solution(npx, d, state, instance.theta)))
+
+    def _polish(self, d: Mapping[str, Any], theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Active-set polish of an interior-point solution (as OSQP polishes): with the
+        active set 𝒜 = {i : λᵢ > slackᵢ}, solve [[Q, G_𝒜ᵀ, Aᵀ], [G_𝒜, 0, 0], [A, 0, 0]] for
+        (z, λ_𝒜, ν) and set λ off 𝒜 to 0. The IPM leaves λᵢ ≈ μ/slackᵢ ≈ 1e-11 on inactive
+        constraints, which Q's 1e-3 eigenvalues amplify to ≈ 1e-9 in z; the polished point
+        is exact to rounding. Kept only if it is primal and dual feasible."""
+        q, h, b = self.split_theta(np, d, theta)
+        z, lam, nu = (v.copy() for v in self.split_x(np, d, x))
+        for i in range(d["B"]):
+            G, A = d["G"][i], d["A"][i]
+            active = lam[i] > h[i] - G @ z[i]
+            Ga, na, p = G[active], int(active.sum()), A.shape[0]
+            kkt = np.block([[d["Q"][i], Ga.T, A.T],
+                            [Ga, np.zeros((na, na + p))],
+                            [A, np.zeros((p, na + p))]])
+            sol = np.linalg.solve(kkt, np.concatenate([-q[i], h[i][active], b[i]]))
+            n = z.shape[1]
+            z_i, lam_a = sol[:n], sol[n:n + na]
+            if (lam_a >= 0).all() and (G @ z_i <= h[i] + 1e-12).all():
+                z[i], nu[i] = z_i, sol[n + na:]
+                lam[i] = 0.0
+                lam[i][active] = lam_a
+        return np.concatenate([z.ravel(), lam.ravel(), nu.ravel()])
+
+    def reference_gradient(self, instance: Instance, K: int, kind: ReferenceKind) -> np.ndarray:
+        d = {**instance.arrays, **instance.consts}
+        B, n, m, p = d["B"], d["n"], d["m"], d["p"]
+        if kind == "converged":
+            z, lam, nu = self.split_x(np, d, self.solve(instance))
+            _, h, _ = self.split_theta(np, d, instance.theta)
+            grads = np.zeros((B, n + m + p))
+            for i in range(B):
+                G, A = d["G"][i], d["A"][i]
+                jac = np.block([
+                    [d["Q"][i], G.T, A.T],
+                    [lam[i][:, None] * G, np.diag(G @ z[i] - h[i]), np.zeros((m, p))],
+                    [A, np.zeros((p, m)), np.zeros((p, p))]])
+                rhs = np.concatenate([d["w"][i], np.zeros(m + p)])
+                adj = np.linalg.solve(jac.T, rhs)  # (∂F/∂x)ᵀ a = ∇ₓℓ
+                # dℓ/dθ = −(∂F/∂θ)ᵀ a with ∂F/∂q = I, ∂F/∂h = −diag(λ), ∂F/∂b = −I
+                grads[i] = np.concatenate([-adj[:n], lam[i] * adj[n:n + m], adj[n + m:]])
+            return np.concatenate([grads[:, :n].ravel(), grads[:, n:n + m].ravel(),
+                                   grads[:, n + m:].ravel()])
+        return self._complex_step_k_step(instance, K)
+
+    def _complex_step_k_step(self, instance: Instance, K: int) -> np.ndarray:
+        npx = numpy_namespace()
+        d = {**instance.arrays, **instance.consts}
+        B, n, m, p = d["B"], d["n"], d["m"], d["p"]
+        sizes = {"q": n, "h": m, "b": p}
+        base = {name: block.astype(complex)
+                for name, block in zip(sizes, self.split_theta(np, d, instance.theta),
+                                       strict=True)}
+        out = {name: np.zeros((B, size)) for name, size in sizes.items()}
+        for name, size in sizes.items():
+            for j in range(size):  # perturb parameter j of every instance at once
+                blocks = {k: v.copy() for k, v in base.items()}
+                blocks[name][:, j] += 1j * COMPLEX_STEP
+                theta = np.concatenate([blocks[k].ravel() for k in sizes])
+                state = self.init(npx, d, theta)
+                for _ in range(K):
+                    state = self.step(npx, d, state, theta)
+                z, _, _ = self.split_x(np, d, np.asarray(self.solution(npx, d, state, theta)))
+                out[name][:, j] = np.imag(np.sum(d["w"] * z, axis=1)) / COMPLEX_STEP
+        return np.concatenate([out[k].ravel() for k in sizes])
