@@ -4,8 +4,9 @@ A config names problems, backends, frameworks, dtypes, seeds, how points are mea
 (repeats, timeout, memory cap, threads) and one or more ``[[grid]]`` tables of n and K values
 (a K sweep at fixed n and an n sweep at fixed K, say, without paying for the full product).
 ``[options]`` applies to every point that declares the option; ``[options.<backend>]`` to one
-backend, where a list of values is a grid. Unknown keys and bad values raise
-:class:`~suite.errors.UsageError` naming the key and its line in the file.
+backend, where a list of values is a grid; a grid's own ``options`` table (scalars) overrides
+``[options]`` for that grid's points (e.g. ``wrt = "encoder"`` for one savi sweep). Unknown
+keys and bad values raise :class:`~suite.errors.UsageError` naming the key and its line.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 TOP_KEYS = {"name", "description", "problems", "backends", "frameworks", "dtypes", "device",
             "seeds", "repeats", "timeout_s", "memory_cap", "threads", "pair_with", "grid",
             "options"}
-GRID_KEYS = {"n", "K", "problems", "backends", "frameworks", "dtypes"}
+GRID_KEYS = {"n", "K", "problems", "backends", "frameworks", "dtypes", "options"}
 _UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 
@@ -41,6 +42,8 @@ class Grid:
     backends: tuple[str, ...] | None = None
     frameworks: tuple[str, ...] | None = None
     dtypes: tuple[str, ...] | None = None
+    #: options for this grid's points, over the config's ``[options]``
+    options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class SweepConfig:
                 grid.frameworks or self.frameworks, grid.dtypes or self.dtypes, grid.n,
                 self.seeds,
             ):
-                for opts in self._option_grid(prob, back):
+                for opts in self._option_grid(prob, back, grid.options or {}):
                     for K in grid.K:
                         p = Point(prob, back, fw, n=n, K=K, device=self.device, dtype=dtype,
                                   seed=seed, options=opts)
@@ -80,10 +83,11 @@ class SweepConfig:
             p.problem, order[p.backend], p.framework != "torch", p.dtype, p.n, p.seed,
             sorted((k, str(v)) for k, v in p.options.items()), p.K))
 
-    def _option_grid(self, problem: str, backend: str) -> list[dict[str, Any]]:
+    def _option_grid(self, problem: str, backend: str,
+                     grid_options: dict[str, Any]) -> list[dict[str, Any]]:
         declared = ({o.name for o in problems.registry()[problem].options}
                     | {o.name for o in backends.registry()[backend].options})
-        base = {k: v for k, v in self.options.items() if k in declared}
+        base = {k: v for k, v in {**self.options, **grid_options}.items() if k in declared}
         own = self.backend_options.get(backend, {})
         keys = sorted(own)
         values = [v if isinstance(v, list) else [v] for v in (own[k] for k in keys)]
@@ -221,6 +225,8 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
             if "frameworks" in g else None,
             dtypes=_names(g["dtypes"], loc(f"grid[{i}].dtypes"), DTYPES)
             if "dtypes" in g else None,
+            options=_grid_options(g["options"], loc(f"grid[{i}].options"))
+            if "options" in g else None,
         ))
     kwargs["grids"] = tuple(grids)
 
@@ -252,6 +258,25 @@ def _check_options(config: SweepConfig, loc: Any) -> None:
             raise UsageError(loc(f"options.{key}"),
                              "not an option of any problem or backend in this config",
                              sorted(declared_anywhere) or ["(none)"])
+    for i, grid in enumerate(config.grids):
+        for key in grid.options or {}:
+            if key not in declared_anywhere:
+                raise UsageError(loc(f"grid[{i}].options.{key}"),
+                                 "not an option of any problem or backend in this config",
+                                 sorted(declared_anywhere) or ["(none)"])
+    owners = ([(f"problem {n}", problems.registry()[n].options) for n in config.problems]
+              + [(f"backend {n}", backends.registry()[n].options) for n in config.backends])
+    scopes = [("options", config.options)] + [(f"grid[{i}].options", g.options or {})
+                                              for i, g in enumerate(config.grids)]
+    for scope, opts in scopes:
+        for key, value in opts.items():
+            for owner, declared in owners:
+                if key in {o.name for o in declared}:
+                    try:
+                        resolve(declared, {key: value}, owner)
+                    except UsageError as exc:
+                        raise UsageError(loc(f"{scope}.{key}"),
+                                         str(exc).split(": ", 1)[1]) from None
     for backend, opts in config.backend_options.items():
         strategy = backends.registry()[backend]
         for key, value in opts.items():
@@ -262,6 +287,13 @@ def _check_options(config: SweepConfig, loc: Any) -> None:
                 except UsageError as exc:
                     raise UsageError(loc(f"options.{backend}.{key}"),
                                      str(exc).split(": ", 1)[1]) from None
+
+
+def _grid_options(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or any(isinstance(v, dict | list) for v in value.values()):
+        raise UsageError(where, f"{value!r} is not a table of scalar options",
+                         'e.g. options = { wrt = "encoder" }')
+    return dict(value)
 
 
 def _line_locator(text: str, path: str):

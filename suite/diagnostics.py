@@ -18,25 +18,34 @@ from problems.base import Bound
 MAX_DENSE_DIM = 2000
 
 
+def _jacobian_and_loss_gradient(prep: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(∂F/∂x, ∇ₓℓ) at (θ, x) in float64 by the point's own framework (forward mode for the
+    Jacobian), as one compiled program: under JAX, eager dispatch would compile every
+    primitive separately (≈ 1 s per point at n = 50, against ≈ 0.15 s for one jit)."""
+    fw64 = type(prep.fw)(prep.point.device, "float64")
+    consts = prep.instance.consts
+
+    def program(theta: Any, data: Any) -> tuple[Any, Any]:
+        P = Bound(prep.problem, fw64.xp, data["arrays"], consts)
+        jac = fw64.jacobian(lambda x_: P.residual(x_, theta), data["x"])
+        value, pullback = fw64.vjp(P.loss, data["x"], theta, count="vjp_evals")
+        return jac, pullback(fw64.xp.ones_like(value))[0]
+
+    data = {"arrays": {k: fw64.asarray(v) for k, v in prep.instance.arrays.items()},
+            "x": fw64.asarray(x)}
+    jac, loss_x = fw64.compile(program)(fw64.asarray(prep.instance.theta), data)
+    return fw64.to_numpy(jac), fw64.to_numpy(loss_x)
+
+
 def dense_jacobian(prep: Any, x: np.ndarray) -> np.ndarray:
     """∂F/∂x at (θ, x) in float64, by the point's own framework's forward mode."""
-    fw64 = type(prep.fw)(prep.point.device, "float64")
-    arrays = {k: fw64.asarray(v) for k, v in prep.instance.arrays.items()}
-    P = Bound(prep.problem, fw64.xp, arrays, prep.instance.consts)
-    theta = fw64.asarray(prep.instance.theta)
-    return fw64.to_numpy(fw64.jacobian(lambda x_: P.residual(x_, theta), fw64.asarray(x)))
+    return _jacobian_and_loss_gradient(prep, x)[0]
 
 
 def adjoint_diagnostics(prep: Any, x: np.ndarray, adjoint: np.ndarray) -> dict[str, Any]:
     if x.size > MAX_DENSE_DIM:
         return {"adjoint_check": f"skipped: dim x = {x.size} > {MAX_DENSE_DIM}"}
-    jac = dense_jacobian(prep, x)
-    fw64 = type(prep.fw)(prep.point.device, "float64")
-    P = Bound(prep.problem, fw64.xp, {k: fw64.asarray(v) for k, v in prep.instance.arrays.items()},
-              prep.instance.consts)
-    theta = fw64.asarray(prep.instance.theta)
-    value, pullback = fw64.vjp(P.loss, fw64.asarray(x), theta, count="vjp_evals")
-    loss_x = fw64.to_numpy(pullback(fw64.xp.ones_like(value))[0])
+    jac, loss_x = _jacobian_and_loss_gradient(prep, x)
     exact = np.linalg.solve(jac.T, loss_x)
     out: dict[str, Any] = {
         "adjoint_rel_error": float(np.linalg.norm(adjoint - exact)

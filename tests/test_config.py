@@ -98,3 +98,45 @@ def test_missing_grid_is_an_error():
     with pytest.raises(UsageError, match="grid"):
         build_config({"problems": ["gd"], "backends": ["unrolled"], "frameworks": ["torch"]},
                      name="x")
+
+
+GRID_OPTIONS = """\
+name = "t"
+problems = ["qp", "savi"]
+backends = ["unrolled"]
+frameworks = ["jax"]
+
+[[grid]]
+n = [4]
+K = [10]
+options = { solver = "admm" }
+
+[[grid]]
+problems = ["savi"]
+n = [2]
+K = [10, 20]
+options = { wrt = "encoder" }
+
+[options]
+batch = 2
+"""
+
+
+def test_grid_options_override_the_config_options_for_that_grid_only(tmp_path):
+    points = load_config(str(_write(tmp_path, GRID_OPTIONS))).points()
+    by = {(p.problem, p.n, p.K): p.options for p in points}
+    assert by[("qp", 4, 10)] == {"batch": 2, "solver": "admm"}
+    assert by[("savi", 4, 10)] == {"batch": 2}  # solver is not a savi option
+    assert by[("savi", 2, 20)] == {"batch": 2, "wrt": "encoder"}
+    assert len(points) == 4
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ('solver = "admm"', 'solver = "adm"', "grid[0].options.solver"),
+    ('wrt = "encoder"', 'wrt = ["encoder"]', "grid[1].options"),
+    ("batch = 2", "batch = 0", "options.batch"),
+    ('solver = "admm"', 'snapshots = 3', "grid[0].options.snapshots"),
+])
+def test_bad_grid_or_config_option_names_the_key(tmp_path, old, new, field):
+    with pytest.raises(UsageError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        load_config(str(_write(tmp_path, GRID_OPTIONS.replace(old, new))))
