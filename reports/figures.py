@@ -21,7 +21,7 @@ from reports.units import format_bytes, format_seconds  # noqa: E402
 
 LABELS = {"peak_bytes": "peak memory", "trace_bytes": "trace bytes", "time_s": "time per gradient",
           "grad_rel_error": "relative gradient error", "K": "K (inner iterations)",
-          "n": "n (problem size)"}
+          "n": "n (problem size)", "grad_norm": "‖dℓ/dθ‖"}
 #: errors at or below this are drawn at this floor (an exact 0 has no place on a log axis)
 ERROR_FLOOR = 1e-17
 
@@ -52,10 +52,15 @@ def _format_axis(axis, metric: str) -> None:
         axis.set_major_formatter(FuncFormatter(lambda v, _: format_bytes(v)))
     elif metric.endswith("_s"):
         axis.set_major_formatter(FuncFormatter(lambda v, _: format_seconds(v)))
+    elif metric == "grad_norm":  # often inside one decade: label the minor ticks 2 and 5 too
+        axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        return
     axis.set_minor_formatter(NullFormatter())
 
 
-def _guides(ax, x: np.ndarray, y: np.ndarray, slopes: tuple[float, ...]) -> None:
+def _guides(ax, x: np.ndarray, y: np.ndarray, slopes: tuple[float, ...],
+            variable: str = "K") -> None:
     """Dotted reference lines of the given log–log slopes through the lowest-left point."""
     if len(x) == 0:
         return
@@ -64,7 +69,8 @@ def _guides(ax, x: np.ndarray, y: np.ndarray, slopes: tuple[float, ...]) -> None
     for slope in slopes:
         xs = np.array([x0, x1])
         ax.plot(xs, y0 * (xs / x0) ** slope, ls=":", color="0.55", lw=1, zorder=0)
-        label = {1: "∝ K", 0.5: "∝ √K", 2: "∝ n²"}.get(slope, f"slope {slope:g}")
+        label = {1: f"∝ {variable}", 0.5: f"∝ √{variable}", 2: f"∝ {variable}²"}.get(
+            slope, f"slope {slope:g}")
         ax.annotate(label, (x1, y0 * (x1 / x0) ** slope), fontsize=7, color="0.4",
                     xytext=(2, 0), textcoords="offset points", va="center")
 
@@ -76,10 +82,26 @@ def framework_panels(frame: pd.DataFrame, x: str, y: str, *, guides: tuple[float
     if y == "grad_rel_error":
         data[y] = data[y].clip(lower=ERROR_FLOOR)
     data = data[data[y] > 0]
+    if data.empty:
+        return None
+    # a curve against K is drawn at one n, and against n at one K: the value of the other
+    # variable that the most points share (the sweep's fixed value), never a median across it
+    other = "n" if x == "K" else "K"
+    held = data.groupby(other)[x].nunique().idxmax()
+    data = data[data[other] == held].copy()
+    # a lone point is no curve (e.g. strategies measured only at the K sweep's n)
+    spread = data.groupby(["backend", "strategy_options", "problem_options"])[x].transform(
+        "nunique") if "problem_options" in data else data.groupby("backend")[x].transform("nunique")
+    data = data[spread >= 2]
     if data.empty or data[x].nunique() < 2:
         return None
-    data["strategy"] = data["backend"] + data["strategy_options"].map(
-        lambda o: f" ({o})" if o else "")
+    title = f"{title}, {other} = {held}" if title else f"{other} = {held}"
+    # problem options that differ between series (savi's wrt=…) are part of the label
+    varying = data["problem_options"].nunique() > 1 if "problem_options" in data else False
+    data["strategy"] = data["backend"] + [
+        f" ({', '.join(o for o in (so, po if varying else '') if o)})" if (so or varying and po)
+        else "" for so, po in zip(data["strategy_options"],
+                                   data.get("problem_options", [""] * len(data)), strict=True)]
     frameworks = [f for f in ("torch", "jax") if f in set(data["framework"])]
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, len(frameworks), figsize=(5.6 * len(frameworks), 4.1),
@@ -99,7 +121,7 @@ def framework_panels(frame: pd.DataFrame, x: str, y: str, *, guides: tuple[float
         _format_axis(ax.yaxis, y)
         ax.set(title=f"{title} — {framework}" if title else framework,
                xlabel=LABELS.get(x, x), ylabel=LABELS.get(y, y))
-        _guides(ax, sub[x].to_numpy(), sub[y].to_numpy(), guides)
+        _guides(ax, sub[x].to_numpy(), sub[y].to_numpy(), guides, x)
     handles = [plt.Line2D([], [], color=strategy_colours[s], marker="o", lw=1.5, label=s)
                for s in order if s in set(data["strategy"])]
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small",

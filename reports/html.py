@@ -62,6 +62,8 @@ def _problem_section(problem: str, frame: pd.DataFrame, crossovers: pd.DataFrame
                                               title="peak memory"),
         "time_vs_K": figures.framework_panels(sub, "K", "time_s", guides=(1,), title="time"),
         "error_vs_K": figures.framework_panels(sub, "K", "grad_rel_error", title="error"),
+        "grad_norm_vs_K": figures.framework_panels(sub, "K", "grad_norm",
+                                                   title="gradient norm"),
     }
     par = pareto[pareto["problem"] == problem] if len(pareto) else pareto
     figs["pareto"] = figures.pareto_plot(par, title=f"{problem}: at the largest K") \
