@@ -1,12 +1,15 @@
 """``qp``: the OptNet quadratic program (report Sec. 5; Amos & Kolter 2017), batched.
 
-    z*(θ) = argmin_z ½ zᵀQz + qᵀz   s.t.  Gz ≤ h,  Az = b,          θ = (q, h, b),
+    z*(θ) = argmin_z ½ zᵀQz + qᵀz   s.t.  Gz ≤ h,  Az = b,   θ = (q, h, b) or (q, h, b, Q, G, A),
 
 for a batch of B independent instances (option ``batch``, default 4), z ∈ ℝⁿ, m = n
 inequalities and p = max(1, n/4) equalities each. Instances are built as OptNet's benchmark
 does: Q = UᵀU + 1e-3·I, G and A Gaussian, h = Gz₀ + s₀ with s₀ > 0, b = Az₀ (so z₀ is
 feasible), with entries scaled by 1/√n so that the spectra stay O(1). θ is the concatenation
-(q, h, b), each batch-major; ``grad.npy`` follows the same order. Outer loss ℓ = Σ_b w_bᵀz_b.
+(q, h, b), each batch-major, or with option ``params=all`` (q, h, b, Q, G, A), the matrices
+row-major; ``grad.npy`` follows the same order. Outer loss ℓ = Σ_b w_bᵀz_b. The gradient with
+respect to Q is that of the map Q ↦ z* through the stationarity row Qz (not symmetrised);
+OptNet reports its symmetric part ½(∂ℓ/∂Q + ∂ℓ/∂Qᵀ).
 
 Two solvers (option ``solver``):
 
@@ -21,7 +24,8 @@ Two solvers (option ``solver``):
   IFT.
 * ``admm`` (OSQP's iteration, ρ = 1, σ = 1e-6, relaxation 1.6) on l ≤ Cz ≤ u with C = [G; A]:
   a fixed matrix (Q + σI + ρCᵀC)⁻¹ built once per instance, then one matrix–vector product and
-  a clip per iteration, so K ranges into the thousands — the regime of the report.
+  a clip per iteration, so K ranges into the thousands — the regime of the report. With
+  ``params=all`` that matrix depends on θ, and each iteration solves with it instead (O(n³)).
 
 IFT: the KKT system of the report's eq. (12), x = (z, λ, ν) (flattened as [z; λ; ν] over the
 batch),
@@ -77,6 +81,8 @@ class QuadraticProgram(Problem):
     options = (
         Option("solver", str, "ipm", "inner solver", choices=("ipm", "admm")),
         Option("batch", int, 4, "independent QPs solved together", minimum=1),
+        Option("params", str, "qhb", "θ = (q, h, b), or all data (q, h, b, Q, G, A)",
+               choices=("qhb", "all")),
     )
 
     # ---- instance -----------------------------------------------------------------------
@@ -94,21 +100,36 @@ class QuadraticProgram(Problem):
         b = np.einsum("bpn,bn->bp", A, z0)
         q = rng.standard_normal((B, n))
         w = rng.standard_normal((B, n))
+        params = options.get("params", "qhb")
+        blocks = [q, h, b] + ([Q, G, A] if params == "all" else [])
+        theta = np.concatenate([blk.ravel() for blk in blocks])
         C = np.concatenate([G, A], axis=1)
-        admm = np.linalg.inv(Q + ADMM_SIGMA * np.eye(n)
-                             + ADMM_RHO * C.transpose(0, 2, 1) @ C)
-        theta = np.concatenate([q.ravel(), h.ravel(), b.ravel()])
-        return Instance(theta=theta, named={"q": q, "h": h, "b": b},
-                        arrays={"Q": Q, "G": G, "A": A, "w": w, "admm_inverse": admm},
-                        consts={"B": B, "n": n, "m": m, "p": p,
+        arrays = {"w": w}
+        if params == "qhb":  # the matrices are data, and ADMM's matrix is fixed
+            arrays.update(Q=Q, G=G, A=A, admm_inverse=np.linalg.inv(
+                Q + ADMM_SIGMA * np.eye(n) + ADMM_RHO * C.transpose(0, 2, 1) @ C))
+        named = {"Q": Q, "q": q, "G": G, "h": h, "A": A, "b": b}
+        return Instance(theta=theta, named={k: v for k, v in named.items() if k not in arrays},
+                        arrays=arrays,
+                        consts={"B": B, "n": n, "m": m, "p": p, "params": params,
                                 "solver": options.get("solver", "ipm")})
 
-    def split_theta(self, xp: Any, d: Mapping[str, Any], theta: Any) -> tuple[Any, Any, Any]:
-        B, n, m, p = d["B"], d["n"], d["m"], d["p"]
-        q = xp.reshape(theta[: B * n], (B, n))
-        h = xp.reshape(theta[B * n: B * (n + m)], (B, m))
-        b = xp.reshape(theta[B * (n + m):], (B, p))
-        return q, h, b
+    def theta_layout(self, d: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """θ's blocks in order, each with its per-instance shape (θ is batch-major per block)."""
+        n, m, p = d["n"], d["m"], d["p"]
+        layout = {"q": (n,), "h": (m,), "b": (p,)}
+        if d["params"] == "all":
+            layout.update(Q=(n, n), G=(m, n), A=(p, n))
+        return layout
+
+    def split_theta(self, xp: Any, d: Mapping[str, Any], theta: Any) -> dict[str, Any]:
+        """The QP data Q, q, G, h, A, b of every instance, from θ where θ holds them."""
+        out, i, B = {}, 0, d["B"]
+        for name, shape in self.theta_layout(d).items():
+            size = B * int(np.prod(shape))
+            out[name] = xp.reshape(theta[i:i + size], (B, *shape))
+            i += size
+        return {**{k: d[k] for k in ("Q", "G", "A") if k not in out}, **out}
 
     # ---- solvers --------------------------------------------------------------------------
     def init(self, xp: Any, d: Mapping[str, Any], theta: Any) -> Any:
@@ -128,12 +149,18 @@ class QuadraticProgram(Problem):
         return self._ipm_step(xp, d, state, theta)
 
     def _admm_step(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
-        q, h, b = self.split_theta(xp, d, theta)
+        qp = self.split_theta(xp, d, theta)
+        h, b = qp["h"], qp["b"]
         x, z, y = state
-        C = xp.concat([d["G"], d["A"]], axis=1)
+        C = xp.concat([qp["G"], qp["A"]], axis=1)
         Ct = xp.matrix_transpose(C)
-        rhs = ADMM_SIGMA * x - q + _mv(xp, Ct, ADMM_RHO * z - y)
-        x_tilde = _mv(xp, d["admm_inverse"], rhs)
+        rhs = ADMM_SIGMA * x - qp["q"] + _mv(xp, Ct, ADMM_RHO * z - y)
+        if "admm_inverse" in d:  # the matrix is data: its inverse was built once
+            x_tilde = _mv(xp, d["admm_inverse"], rhs)
+        else:  # it depends on θ (params=all): solve with it, differentiably
+            eye = xp.eye(d["n"], dtype=rhs.dtype)
+            x_tilde = xp.linalg.solve(qp["Q"] + ADMM_SIGMA * eye + ADMM_RHO * (Ct @ C),
+                                      rhs[..., None])[..., 0]
         z_tilde = _mv(xp, C, x_tilde)
         x = ADMM_RELAX * x_tilde + (1.0 - ADMM_RELAX) * x
         relaxed = ADMM_RELAX * z_tilde + (1.0 - ADMM_RELAX) * z
@@ -144,9 +171,9 @@ class QuadraticProgram(Problem):
         return x, z_new, y
 
     def _ipm_step(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
-        q, h, b = self.split_theta(xp, d, theta)
+        qp = self.split_theta(xp, d, theta)
+        Q, q, G, h, A, b = (qp[k] for k in ("Q", "q", "G", "h", "A", "b"))
         z, s, lam, nu = state
-        Q, G, A = d["Q"], d["G"], d["A"]
         Gt, At = xp.matrix_transpose(G), xp.matrix_transpose(A)
         n, m = d["n"], d["m"]
         r_dual = _mv(xp, Q, z) + q + _mv(xp, Gt, lam) + _mv(xp, At, nu)
@@ -204,10 +231,10 @@ class QuadraticProgram(Problem):
                 xp.reshape(x[B * (n + m):], (B, p)))
 
     def residual(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
-        q, h, b = self.split_theta(xp, d, theta)
+        qp = self.split_theta(xp, d, theta)
+        Q, q, G, h, A, b = (qp[k] for k in ("Q", "q", "G", "h", "A", "b"))
         z, lam, nu = self.split_x(xp, d, x)
-        G, A = d["G"], d["A"]
-        stationarity = (_mv(xp, d["Q"], z) + q + _mv(xp, xp.matrix_transpose(G), lam)
+        stationarity = (_mv(xp, Q, z) + q + _mv(xp, xp.matrix_transpose(G), lam)
                         + _mv(xp, xp.matrix_transpose(A), nu))
         complementarity = lam * (_mv(xp, G, z) - h)
         feasibility = _mv(xp, A, z) - b
@@ -220,9 +247,9 @@ class QuadraticProgram(Problem):
 
     def ift_warnings(self, instance: Instance, x: np.ndarray) -> list[str]:
         d = {**instance.arrays, **instance.consts}
-        _, h, _ = self.split_theta(np, d, instance.theta)
+        qp = self.split_theta(np, d, instance.theta)
         z, lam, _ = self.split_x(np, d, x)
-        slack = h - np.einsum("bmn,bn->bm", d["G"], z)
+        slack = qp["h"] - np.einsum("bmn,bn->bm", qp["G"], z)
         degenerate = (lam < 1e-9) & (slack < 1e-9)
         if degenerate.any():
             return [f"qp: {int(degenerate.sum())} constraint(s) active with a zero multiplier "
@@ -235,8 +262,9 @@ class QuadraticProgram(Problem):
         npx = numpy_namespace()
         d = {**instance.arrays, **instance.consts, "solver": "ipm"}
         state = self.init(npx, d, instance.theta)
-        for _ in range(iterations):
-            state = self._ipm_step(npx, d, state, instance.theta)
+        with np.errstate(divide="ignore"):  # step-length ratios where a direction is 0
+            for _ in range(iterations):
+                state = self._ipm_step(npx, d, state, instance.theta)
         return self._polish(d, instance.theta,
                             np.asarray(self.solution(npx, d, state, instance.theta)))
 
@@ -246,13 +274,14 @@ class QuadraticProgram(Problem):
         (z, λ_𝒜, ν) and set λ off 𝒜 to 0. The IPM leaves λᵢ ≈ μ/slackᵢ ≈ 1e-11 on inactive
         constraints, which Q's 1e-3 eigenvalues amplify to ≈ 1e-9 in z; the polished point
         is exact to rounding. Kept only if it is primal and dual feasible."""
-        q, h, b = self.split_theta(np, d, theta)
+        qp = self.split_theta(np, d, theta)
+        q, h, b = qp["q"], qp["h"], qp["b"]
         z, lam, nu = (v.copy() for v in self.split_x(np, d, x))
         for i in range(d["B"]):
-            G, A = d["G"][i], d["A"][i]
+            G, A = qp["G"][i], qp["A"][i]
             active = lam[i] > h[i] - G @ z[i]
             Ga, na, p = G[active], int(active.sum()), A.shape[0]
-            kkt = np.block([[d["Q"][i], Ga.T, A.T],
+            kkt = np.block([[qp["Q"][i], Ga.T, A.T],
                             [Ga, np.zeros((na, na + p))],
                             [A, np.zeros((p, na + p))]])
             sol = np.linalg.solve(kkt, np.concatenate([-q[i], h[i][active], b[i]]))
@@ -265,43 +294,52 @@ class QuadraticProgram(Problem):
         return np.concatenate([z.ravel(), lam.ravel(), nu.ravel()])
 
     def reference_gradient(self, instance: Instance, K: int, kind: ReferenceKind) -> np.ndarray:
+        if kind == "k_step":
+            return self._complex_step_k_step(instance, K)
         d = {**instance.arrays, **instance.consts}
         B, n, m, p = d["B"], d["n"], d["m"], d["p"]
-        if kind == "converged":
-            z, lam, nu = self.split_x(np, d, self.solve(instance))
-            _, h, _ = self.split_theta(np, d, instance.theta)
-            grads = np.zeros((B, n + m + p))
-            for i in range(B):
-                G, A = d["G"][i], d["A"][i]
-                jac = np.block([
-                    [d["Q"][i], G.T, A.T],
-                    [lam[i][:, None] * G, np.diag(G @ z[i] - h[i]), np.zeros((m, p))],
-                    [A, np.zeros((p, m)), np.zeros((p, p))]])
-                rhs = np.concatenate([d["w"][i], np.zeros(m + p)])
-                adj = np.linalg.solve(jac.T, rhs)  # (∂F/∂x)ᵀ a = ∇ₓℓ
-                # dℓ/dθ = −(∂F/∂θ)ᵀ a with ∂F/∂q = I, ∂F/∂h = −diag(λ), ∂F/∂b = −I
-                grads[i] = np.concatenate([-adj[:n], lam[i] * adj[n:n + m], adj[n + m:]])
-            return np.concatenate([grads[:, :n].ravel(), grads[:, n:n + m].ravel(),
-                                   grads[:, n + m:].ravel()])
-        return self._complex_step_k_step(instance, K)
+        qp = self.split_theta(np, d, instance.theta)
+        z, lam, nu = self.split_x(np, d, self.solve(instance))
+        grads: dict[str, list[np.ndarray]] = {name: [] for name in self.theta_layout(d)}
+        for i in range(B):
+            Q, G, A, h = qp["Q"][i], qp["G"][i], qp["A"][i], qp["h"][i]
+            jac = np.block([
+                [Q, G.T, A.T],
+                [lam[i][:, None] * G, np.diag(G @ z[i] - h), np.zeros((m, p))],
+                [A, np.zeros((p, m)), np.zeros((p, p))]])
+            rhs = np.concatenate([d["w"][i], np.zeros(m + p)])
+            adj = np.linalg.solve(jac.T, rhs)  # (∂F/∂x)ᵀ a = ∇ₓℓ, then dℓ/dθ = −(∂F/∂θ)ᵀ a
+            a1, a2, a3 = adj[:n], adj[n:n + m], adj[n + m:]
+            # ∂F/∂q = [I; 0; 0], ∂F/∂h = [0; −diag λ; 0], ∂F/∂b = [0; 0; −I], and for the
+            # matrices, from Qz, Gᵀλ, λ∘(Gz), Aᵀν and Az:
+            block = {"q": -a1, "h": lam[i] * a2, "b": a3,
+                     "Q": -np.outer(a1, z[i]),
+                     "G": -(np.outer(lam[i], a1) + np.outer(a2 * lam[i], z[i])),
+                     "A": -(np.outer(nu[i], a1) + np.outer(a3, z[i]))}
+            for name in grads:
+                grads[name].append(block[name])
+        return np.concatenate([np.stack(g).ravel() for g in grads.values()])
 
     def _complex_step_k_step(self, instance: Instance, K: int) -> np.ndarray:
+        """Complex step on parameter j of every instance at once (instances are independent):
+        one complex128 run of the solver per per-instance parameter."""
         npx = numpy_namespace()
         d = {**instance.arrays, **instance.consts}
-        B, n, m, p = d["B"], d["n"], d["m"], d["p"]
-        sizes = {"q": n, "h": m, "b": p}
-        base = {name: block.astype(complex)
-                for name, block in zip(sizes, self.split_theta(np, d, instance.theta),
-                                       strict=True)}
-        out = {name: np.zeros((B, size)) for name, size in sizes.items()}
-        for name, size in sizes.items():
-            for j in range(size):  # perturb parameter j of every instance at once
-                blocks = {k: v.copy() for k, v in base.items()}
-                blocks[name][:, j] += 1j * COMPLEX_STEP
-                theta = np.concatenate([blocks[k].ravel() for k in sizes])
+        B = d["B"]
+        layout = self.theta_layout(d)
+        base = np.asarray(instance.theta, dtype=complex)
+        out = np.zeros(instance.theta.size)
+        offset = 0
+        for shape in layout.values():
+            size = int(np.prod(shape))
+            for j in range(size):
+                idx = offset + np.arange(B) * size + j
+                theta = base.copy()
+                theta[idx] += 1j * COMPLEX_STEP
                 state = self.init(npx, d, theta)
                 for _ in range(K):
                     state = self.step(npx, d, state, theta)
                 z, _, _ = self.split_x(np, d, np.asarray(self.solution(npx, d, state, theta)))
-                out[name][:, j] = np.imag(np.sum(d["w"] * z, axis=1)) / COMPLEX_STEP
-        return np.concatenate([out[k].ravel() for k in sizes])
+                out[idx] = np.imag(np.sum(d["w"] * z, axis=1)) / COMPLEX_STEP
+            offset += B * size
+        return out

@@ -35,8 +35,9 @@ def test_interior_point_and_admm_reach_the_same_solution(framework):
     assert np.abs(admm - reference).max() < 1e-9
 
 
-def test_converged_reference_against_finite_differences_of_the_solution_map():
-    inst = PROBLEM.generate(5, 2, {"batch": 2})
+@pytest.mark.parametrize("params", ["qhb", "all"])
+def test_converged_reference_against_finite_differences_of_the_solution_map(params):
+    inst = PROBLEM.generate(5, 2, {"batch": 2, "params": params})
     d = {**inst.arrays, **inst.consts}
 
     def outer(theta):
@@ -49,6 +50,19 @@ def test_converged_reference_against_finite_differences_of_the_solution_map():
         e[i] = h
         fd[i] = (outer(inst.theta + e) - outer(inst.theta - e)) / (2 * h)
     assert rel(PROBLEM.reference_gradient(inst, 1, "converged"), fd) < 1e-7
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("solver, K", [("admm", 30), ("ipm", 4)])
+@pytest.mark.parametrize("backend", ["unrolled", "checkpoint-sqrt"])
+def test_k_step_derivative_with_respect_to_every_matrix(backend, solver, K, framework):
+    """params=all: θ = (q, h, b, Q, G, A); the ADMM step then solves with θ-dependent
+    (Q + σI + ρCᵀC). Exact strategies equal the complex-step derivative of the K-step map."""
+    options = {"solver": solver, "batch": "2", "params": "all"}
+    inst = PROBLEM.generate(4, 0, {"solver": solver, "batch": 2, "params": "all"})
+    assert inst.theta.size == 2 * (4 + 4 + 1 + 16 + 16 + 4)
+    ev = evaluate(Point("qp", backend, framework, n=4, K=K, options=options))
+    assert rel(ev.gradient, PROBLEM.reference_gradient(inst, K, "k_step")) < 1e-10
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -72,20 +86,24 @@ def test_ift_gradient_matches_qpth(backend, framework):
     from qpth.qp import QPFunction, QPSolvers
 
     n, B = 6, 2
-    inst = PROBLEM.generate(n, 4, {"batch": B})
+    inst = PROBLEM.generate(n, 4, {"batch": B, "params": "all"})
     d = {**inst.arrays, **inst.consts}
-    q, h, b = (torch.tensor(v, requires_grad=True) for v in PROBLEM.split_theta(np, d, inst.theta))
-    Q, G, A = (torch.tensor(d[k]) for k in ("Q", "G", "A"))
+    data = {k: torch.tensor(v, requires_grad=True)
+            for k, v in PROBLEM.split_theta(np, d, inst.theta).items()}
     z = QPFunction(verbose=-1, eps=1e-12, maxIter=50, solver=QPSolvers.PDIPM_BATCHED)(
-        Q, q, G, h, A, b)
+        *(data[k] for k in ("Q", "q", "G", "h", "A", "b")))
     (torch.tensor(d["w"]) * z).sum().backward()
-    qpth_grad = np.concatenate([v.grad.numpy().ravel() for v in (q, h, b)])
 
     ours = evaluate(Point("qp", backend, framework, n=n, K=30, seed=4,
-                          options={"batch": str(B)}))
+                          options={"batch": str(B), "params": "all"}))
     z_ours, _, _ = PROBLEM.split_x(np, d, PROBLEM.solve(inst))
     assert np.abs(z.detach().numpy() - z_ours).max() < 1e-5
-    assert rel(ours.gradient, qpth_grad) < 1e-5
+    ours_blocks = PROBLEM.split_theta(np, d, ours.gradient)
+    for name in ("q", "h", "b", "G", "A"):
+        assert rel(ours_blocks[name], data[name].grad.numpy()) < 1e-5, name
+    # qpth reports the symmetric part of ∂ℓ/∂Q (Q is symmetric); ours is through Qz as written
+    dQ = ours_blocks["Q"]
+    assert rel(0.5 * (dQ + dQ.transpose(0, 2, 1)), data["Q"].grad.numpy()) < 1e-5
     assert rel(ours.gradient, PROBLEM.reference_gradient(inst, 1, "converged")) < 1e-8
 
 
@@ -118,10 +136,11 @@ def test_weakly_active_constraint_is_reported():
     x = PROBLEM.solve(inst)
     assert PROBLEM.ift_warnings(inst, x) == []
     z, lam, _ = PROBLEM.split_x(np, d, x)
-    q, h, b = PROBLEM.split_theta(np, d, inst.theta)
+    qp = PROBLEM.split_theta(np, d, inst.theta)
+    q, h, b = qp["q"], qp["h"], qp["b"]
     i = int(np.argmin(np.where(lam[0] < 1e-9, 0, np.inf) + np.arange(lam.shape[1])))
     h = h.copy()
-    h[0, i] = d["G"][0, i] @ z[0]
+    h[0, i] = qp["G"][0, i] @ z[0]
     moved = dataclasses.replace(inst, theta=np.concatenate([q.ravel(), h.ravel(), b.ravel()]))
     # the polished solution solves the moved problem too (λᵢ = 0 exactly): F(θ', x*) = 0
     npx_residual = PROBLEM.residual(np, d, x, moved.theta)
