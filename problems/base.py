@@ -116,18 +116,35 @@ class MomentumDescent(ABC):
 
         v ← γ v − η ∇_w f(w, θ),   w ← w + v,       state s = (w, v) when γ > 0.
 
-    With γ = 0 this is plain gradient descent and the state is w alone. Strategies that
-    exploit this structure (``reversible``) use ``inner_gradient`` and ``descent_rates``; the
-    problem's ``step`` must implement exactly the update above.
+    With γ = 0 this is plain gradient descent and the state is w alone. The mixin implements
+    the step, x = w, F = ∇_w f, and reads η and γ from the instance constants ``lr`` and
+    ``momentum``; a problem supplies ``init`` and ``inner_gradient``. Strategies that exploit
+    this structure (``reversible``) use ``inner_gradient`` and ``descent_rates``.
     """
 
     @abstractmethod
     def inner_gradient(self, xp: Any, d: Mapping[str, Any], w: Any, theta: Any) -> Any:
         """∇_w f(w, θ)."""
 
-    @abstractmethod
     def descent_rates(self, consts: Mapping[str, Any]) -> tuple[float, float]:
         """(η, γ): step size and momentum of the instance."""
+        return float(consts["lr"]), float(consts["momentum"])
+
+    def neumann_alpha(self, consts: Mapping[str, Any]) -> float | None:
+        return float(consts["lr"])  # η ≤ 1/L, so ρ(I − η ∂F/∂w) < 1 near a minimum
+
+    def step(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
+        if d["momentum"] > 0:
+            w, v = state
+            v = d["momentum"] * v - d["lr"] * self.inner_gradient(xp, d, w, theta)
+            return (w + v, v)
+        return state - d["lr"] * self.inner_gradient(xp, d, state, theta)
+
+    def solution(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
+        return state[0] if d["momentum"] > 0 else state
+
+    def residual(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
+        return self.inner_gradient(xp, d, x, theta)
 
 
 class Bound:

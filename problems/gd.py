@@ -98,25 +98,6 @@ class GradientDescentHyper(MomentumDescent, Problem):
         coeff = y * _sigmoid_neg(xp, y * (d["A"] @ w))
         return -(coeff @ d["A"]) / d["m"] + xp.exp(theta) * w
 
-    def descent_rates(self, consts: Mapping[str, Any]) -> tuple[float, float]:
-        return float(consts["lr"]), float(consts["momentum"])
-
-    def neumann_alpha(self, consts: Mapping[str, Any]) -> float | None:
-        return float(consts["lr"])  # η ≤ 1/L, so ρ(I − ηH) < 1
-
-    def step(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
-        if d["momentum"] > 0:
-            w, v = state
-            v = d["momentum"] * v - d["lr"] * self.inner_gradient(xp, d, w, theta)
-            return (w + v, v)
-        return state - d["lr"] * self.inner_gradient(xp, d, state, theta)
-
-    def solution(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
-        return state[0] if d["momentum"] > 0 else state
-
-    def residual(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
-        return self.inner_gradient(xp, d, x, theta)
-
     def loss(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
         margins = d["y_val"] * (d["A_val"] @ x)
         return xp.mean(xp.logaddexp(xp.zeros_like(margins), -margins))

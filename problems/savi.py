@@ -174,25 +174,6 @@ class SemiAmortisedVI(MomentumDescent, Problem):
         dec, _ = self._params(xp, d, theta)
         return self._lambda_grad(xp, d, w, dec, d["eps"])
 
-    def descent_rates(self, consts: Mapping[str, Any]) -> tuple[float, float]:
-        return float(consts["lr"]), float(consts["momentum"])
-
-    def neumann_alpha(self, consts: Mapping[str, Any]) -> float | None:
-        return float(consts["lr"])
-
-    def step(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
-        if d["momentum"] > 0:
-            lam, v = state
-            v = d["momentum"] * v - d["lr"] * self.inner_gradient(xp, d, lam, theta)
-            return (lam + v, v)
-        return state - d["lr"] * self.inner_gradient(xp, d, state, theta)
-
-    def solution(self, xp: Any, d: Mapping[str, Any], state: Any, theta: Any) -> Any:
-        return state[0] if d["momentum"] > 0 else state
-
-    def residual(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
-        return self.inner_gradient(xp, d, x, theta)
-
     def loss(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
         dec, _ = self._params(xp, d, theta)
         return self._objective(xp, d, x, dec, d["eps_outer"])
