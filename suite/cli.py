@@ -157,7 +157,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     try:
                         validate_point(Point(prob, back, fw, n=8, K=10, device=args.device))
                     except UnsupportedError as exc:
-                        needs = str(exc).removeprefix("backend: ")
+                        needs = exc.detail
                 rows.append({"problem": prob, "backend": back, "framework": fw,
                              "supported": reason is None, "reason": reason,
                              "needs_options": needs})

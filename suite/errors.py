@@ -13,6 +13,7 @@ class UsageError(ValueError):
 
     def __init__(self, field: str, problem: str, allowed: Iterable[object] | str | None = None):
         self.field = field
+        self.detail = problem
         self.allowed = allowed
         message = f"{field}: {problem}"
         if allowed is not None:
