@@ -90,18 +90,18 @@ def framework_panels(frame: pd.DataFrame, x: str, y: str, *, guides: tuple[float
     held = data.groupby(other)[x].nunique().idxmax()
     data = data[data[other] == held].copy()
     # a lone point is no curve (e.g. strategies measured only at the K sweep's n)
-    spread = data.groupby(["backend", "strategy_options", "problem_options"])[x].transform(
-        "nunique") if "problem_options" in data else data.groupby("backend")[x].transform("nunique")
-    data = data[spread >= 2]
-    if data.empty or data[x].nunique() < 2:
+    series = ["backend", "strategy_options", "problem_options"]
+    data = data[data.groupby(series)[x].transform("nunique") >= 2]
+    if data.empty:
         return None
     title = f"{title}, {other} = {held}" if title else f"{other} = {held}"
     # problem options that differ between series (savi's wrt=…) are part of the label
-    varying = data["problem_options"].nunique() > 1 if "problem_options" in data else False
-    data["strategy"] = data["backend"] + [
-        f" ({', '.join(o for o in (so, po if varying else '') if o)})" if (so or varying and po)
-        else "" for so, po in zip(data["strategy_options"],
-                                   data.get("problem_options", [""] * len(data)), strict=True)]
+    shown = ["strategy_options"] + (["problem_options"]
+                                    if data["problem_options"].nunique() > 1 else [])
+    data["strategy"] = [
+        backend + (f" ({', '.join(extra)})" if extra else "")
+        for backend, *opts in data[["backend", *shown]].itertuples(index=False)
+        for extra in [[o for o in opts if o]]]
     frameworks = [f for f in ("torch", "jax") if f in set(data["framework"])]
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, len(frameworks), figsize=(5.6 * len(frameworks), 4.1),
