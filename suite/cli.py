@@ -7,14 +7,33 @@ interrupted (``run``); 2 bad input, reported on one line that names the field.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from suite.errors import UsageError
+from suite.inputs import (
+    JOBS_MAX,
+    K_MAX,
+    N_MAX,
+    NAME_ALLOWED,
+    REPEATS_MAX,
+    SEED_MAX,
+    TIMEOUT_MAX_S,
+    number,
+    output_file,
+    path_argument,
+    safe_component,
+    writable_directory,
+)
 
+#: what ``point --dump DIR`` writes into DIR
+DUMP_FILES = ("instance.npz", "grad.npy")
 RECORD_SUMMARY = ("status", "time_s", "time_min_s", "forward_time_s", "compile_s", "peak_bytes",
                   "trace_bytes", "rss_peak_bytes", "grad_rel_error", "reference", "grad_norm",
                   "inner_residual", "step_evals", "vjp_evals", "jvp_evals", "hvp_evals",
@@ -22,40 +41,146 @@ RECORD_SUMMARY = ("status", "time_s", "time_min_s", "forward_time_s", "compile_s
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr and exit status 2."""
+    """argparse, but a usage mistake is one line naming the field and the allowed values on
+    stderr, and exit status 2 (``main`` prints the :class:`UsageError`)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(self.prog, message)
+        raise _usage_error(message)
 
 
-def _csv(kind: type, field_name: str):
-    def parse(text: str) -> list[Any]:
-        out = []
-        for item in text.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            try:
-                out.append(kind(item))
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"cannot read {item!r} as {kind.__name__} "
-                    f"(allowed: comma-separated {kind.__name__} values)") from None
-        if not out:
-            raise argparse.ArgumentTypeError("empty list")
-        return out
+def _usage_error(message: str) -> UsageError:
+    """argparse's message (``argument --timeout: …``, ``the following arguments are
+    required: …``) as a UsageError whose field is the option the user got wrong."""
+    arg = re.fullmatch(r"argument ([^:]+): (.*)", message, re.DOTALL)
+    if arg:
+        field = arg.group(1).split("/")[-1]
+        problem = arg.group(2).strip()
+        choose = re.fullmatch(r"(invalid choice: .*?) \(choose from (.*)\)", problem)
+        if choose:
+            return UsageError(field, choose.group(1), choose.group(2).replace("'", ""))
+        if "(allowed:" in problem:
+            return UsageError(field, problem)
+        return UsageError(field, problem, ALLOWED.get(field, "see --help"))
+    required = re.fullmatch(r"the following arguments are required: (.*)", message)
+    if required:
+        missing = [m.strip() for m in required.group(1).split(",")]
+        also = f" (so are {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        return UsageError(missing[0], "required" + also, ALLOWED.get(missing[0], "see --help"))
+    unknown = re.fullmatch(r"unrecognized arguments: (.*)", message)
+    if unknown:
+        return UsageError(unknown.group(1).split()[0], "unrecognized argument",
+                          "the options that ift-bench COMMAND --help lists")
+    return UsageError("arguments", message, "see ift-bench --help")
 
-    return parse
+
+#: what each option accepts, for argparse's own errors (a missing value, a missing option)
+ALLOWED = {
+    "--problem": "a problem name (ift-bench list)",
+    "--backend": "a backend name (ift-bench list)",
+    "--framework": "torch, jax",
+    "--n": f"an integer from 1 to {N_MAX}",
+    "--K": f"an integer from 1 to {K_MAX}",
+    "--seed": f"an integer from 0 to {SEED_MAX}",
+    "--repeats": f"an integer from 1 to {REPEATS_MAX}",
+    "--timeout": f"a positive number of seconds, at most {TIMEOUT_MAX_S:g} = one week",
+    "--memory-cap": "a size from 256MiB to 1PiB such as 8GiB, or none",
+    "--threads": "an integer from 1 to the number of CPUs available",
+    "--jobs": f"an integer from 1 to {JOBS_MAX}",
+    "--option": "name=value",
+    "--dump": "a directory path",
+    "--results": "a directory path",
+    "--resume": "a results/<run-id> directory",
+    "--run-id": NAME_ALLOWED,
+    "--config": "a config name in suite/configs or a TOML file",
+    "--out": "a file path",
+    "--device": "cpu, cuda",
+    "--dtype": "float64, float32",
+    "RESULTS_DIR": "a results/<run-id> directory",
+    "command": "list, point, run, report, gate, compare",
+}
 
 
-def _one_int(field_name: str):
-    def parse(text: str) -> int:
+def _type_error(exc: UsageError) -> argparse.ArgumentTypeError:
+    """argparse turns this into "argument FIELD: MESSAGE" and calls ``_Parser.error``."""
+    return argparse.ArgumentTypeError(f"{exc.detail} (allowed: {exc.allowed})")
+
+
+def _numbers(field: str, *, integer: bool, minimum: float, maximum: float, what: str,
+             exclusive_minimum: bool = False, many: bool = False):
+    """An argparse ``type``: one finite number (or, ``many``, a comma list) in range."""
+
+    def one(text: str) -> int | float:
+        return number(field, text, integer=integer, minimum=minimum, maximum=maximum,
+                      exclusive_minimum=exclusive_minimum, what=what,
+                      allowed=ALLOWED.get(field))
+
+    def parse(text: str):
         try:
-            return int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"cannot read {text!r} as an integer") from None
+            if not many:
+                return one(text)
+            items = [item.strip() for item in text.split(",") if item.strip()]
+            if not items:
+                raise UsageError(field, "empty list", f"comma-separated, each {ALLOWED[field]}")
+            return [one(item) for item in items]
+        except UsageError as exc:
+            raise _type_error(exc) from None
 
     return parse
+
+
+def _names_list(field: str):
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise _type_error(UsageError(field, "empty list",
+                                         f"comma-separated, {ALLOWED.get(field, 'names')}"))
+        return items
+
+    return parse
+
+
+def _path(field: str):
+    def parse(text: str) -> Path:
+        try:
+            return path_argument(field, text)
+        except UsageError as exc:
+            raise _type_error(exc) from None
+
+    return parse
+
+
+def _run_id(text: str) -> str:
+    try:
+        return safe_component("--run-id", text)
+    except UsageError as exc:
+        raise _type_error(exc) from None
+
+
+def _attach_dash_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``--memory-cap -1GiB`` → ``--memory-cap=-1GiB``: argparse takes a value that starts
+    with ``-`` (and is not a plain negative number) for an option and says "expected one
+    argument"; attached, the value reaches its own check, whose message names what is allowed."""
+    takes_value, every_option = set(), set()
+    parsers = [parser]
+    while parsers:
+        current = parsers.pop()
+        for action in current._actions:
+            every_option.update(action.option_strings)
+            if action.option_strings and action.nargs != 0:
+                takes_value.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    out, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        if (token in takes_value and i + 1 < len(argv) and argv[i + 1].startswith("-")
+                and argv[i + 1].split("=", 1)[0] not in every_option):
+            out.append(f"{token}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -69,13 +194,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p_list.add_argument("--device", default="cpu")
 
     def measurement_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--repeats", type=_one_int("--repeats"), default=5,
+        p.add_argument("--repeats", type=_numbers("--repeats", integer=True, minimum=1,
+                                                  maximum=REPEATS_MAX, what="an integer"),
+                       default=5,
                        help="timed repeats per point (median and min reported; default 5)")
-        p.add_argument("--timeout", type=float, default=300.0,
+        p.add_argument("--timeout", type=_numbers("--timeout", integer=False, minimum=0,
+                                                  exclusive_minimum=True, maximum=TIMEOUT_MAX_S,
+                                                  what="seconds"), default=300.0,
                        help="seconds before a point is killed and recorded as timeout (300)")
         p.add_argument("--memory-cap", default=None,
                        help="address-space cap per point, e.g. 8GiB (default: none)")
-        p.add_argument("--threads", type=_one_int("--threads"), default=1,
+        p.add_argument("--threads", type=_numbers("--threads", integer=True, minimum=1,
+                                                  maximum=10**6, what="an integer"), default=1,
                        help="threads (and CPUs) per point, fixed for the whole run (1)")
         p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                        help="problem or backend option; repeatable")
@@ -84,35 +214,44 @@ def _build_parser() -> argparse.ArgumentParser:
     p_point.add_argument("--problem", required=True)
     p_point.add_argument("--backend", required=True)
     p_point.add_argument("--framework", required=True)
-    p_point.add_argument("--n", type=_one_int("--n"), required=True)
-    p_point.add_argument("--K", type=_one_int("--K"), required=True)
-    p_point.add_argument("--seed", type=_one_int("--seed"), default=0)
+    p_point.add_argument("--n", type=_numbers("--n", integer=True, minimum=1, maximum=N_MAX,
+                                              what="an integer"), required=True)
+    p_point.add_argument("--K", type=_numbers("--K", integer=True, minimum=1, maximum=K_MAX,
+                                              what="an integer"), required=True)
+    p_point.add_argument("--seed", type=_numbers("--seed", integer=True, minimum=0,
+                                                 maximum=SEED_MAX, what="an integer"), default=0)
     p_point.add_argument("--dtype", default="float64")
     p_point.add_argument("--device", default="cpu")
     measurement_args(p_point)
-    p_point.add_argument("--dump", type=Path, default=None, metavar="DIR",
+    p_point.add_argument("--dump", type=_path("--dump"), default=None, metavar="DIR",
                          help="write DIR/instance.npz and DIR/grad.npy")
     p_point.add_argument("--json", action="store_true", help="print the record as one JSON object")
 
     p_run = sub.add_parser("run", help="a sweep (config file or comma lists) with a progress bar")
     p_run.add_argument("--config", default=None,
                        help="a config name in suite/configs (default, quick, …) or a TOML path")
-    p_run.add_argument("--problem", type=_csv(str, "--problem"))
-    p_run.add_argument("--backend", type=_csv(str, "--backend"))
-    p_run.add_argument("--framework", type=_csv(str, "--framework"), default=None)
-    p_run.add_argument("--n", type=_csv(int, "--n"))
-    p_run.add_argument("--K", type=_csv(int, "--K"))
-    p_run.add_argument("--seed", type=_csv(int, "--seed"), default=None)
-    p_run.add_argument("--dtype", type=_csv(str, "--dtype"), default=None)
+    p_run.add_argument("--problem", type=_names_list("--problem"))
+    p_run.add_argument("--backend", type=_names_list("--backend"))
+    p_run.add_argument("--framework", type=_names_list("--framework"), default=None)
+    p_run.add_argument("--n", type=_numbers("--n", integer=True, minimum=1, maximum=N_MAX,
+                                            what="an integer", many=True))
+    p_run.add_argument("--K", type=_numbers("--K", integer=True, minimum=1, maximum=K_MAX,
+                                            what="an integer", many=True))
+    p_run.add_argument("--seed", type=_numbers("--seed", integer=True, minimum=0,
+                                               maximum=SEED_MAX, what="an integer", many=True),
+                       default=None)
+    p_run.add_argument("--dtype", type=_names_list("--dtype"), default=None)
     p_run.add_argument("--device", default=None)
     measurement_args(p_run)
-    p_run.add_argument("--results", type=Path, default=Path("results"),
+    p_run.add_argument("--results", type=_path("--results"), default=Path("results"),
                        help="where run directories are created (results/)")
-    p_run.add_argument("--run-id", default=None, help="name of the run directory")
-    p_run.add_argument("--jobs", type=_one_int("--jobs"), default=1,
+    p_run.add_argument("--run-id", type=_run_id, default=None,
+                       help="name of the run directory (one name: letters, digits, . _ -)")
+    p_run.add_argument("--jobs", type=_numbers("--jobs", integer=True, minimum=1,
+                                               maximum=JOBS_MAX, what="an integer"), default=1,
                        help="points measured in parallel (default 1: parallel points disturb "
                             "each other's timings)")
-    p_run.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+    p_run.add_argument("--resume", type=_path("--resume"), default=None, metavar="RUN_DIR",
                        help="continue a run, skipping points already recorded")
     p_run.add_argument("--report", action="store_true", help="write report.html afterwards")
     p_run.add_argument("--no-progress", action="store_true")
@@ -125,17 +264,26 @@ def _build_parser() -> argparse.ArgumentParser:
     p_gate.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
                         help="compare an existing run instead of sweeping anew")
     p_gate.add_argument("--config", default="gate", help="sweep config (default: gate)")
-    p_gate.add_argument("--results", type=Path, default=Path("results"))
+    p_gate.add_argument("--results", type=_path("--results"), default=Path("results"))
     p_gate.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="where to write the findings (default RUN_DIR/gate.json)")
-    p_gate.add_argument("--jobs", type=_one_int("--jobs"), default=2,
+    p_gate.add_argument("--jobs", type=_numbers("--jobs", integer=True, minimum=1,
+                                                maximum=JOBS_MAX, what="an integer"), default=2,
                         help="points measured at once (default 2: the gate times strategies "
                              "against unrolled within each process, so neighbours cancel out)")
     p_gate.add_argument("--no-progress", action="store_true")
 
     p_report = sub.add_parser("report", help="write RESULTS_DIR/report.html")
-    p_report.add_argument("run_dir", type=Path, metavar="RESULTS_DIR")
-    p_report.add_argument("--out", type=Path, default=None)
+    p_report.add_argument("run_dir", type=_path("RESULTS_DIR"), metavar="RESULTS_DIR")
+    p_report.add_argument("--out", type=_path("--out"), default=None)
+
+    p_compare = sub.add_parser(
+        "compare", help="RUN_B against RUN_A per cell: ratios, time significance, regressions "
+                        "(exit 1 on a regression by the gate's rules)")
+    p_compare.add_argument("run_a", type=Path, metavar="RUN_A", help="the reference run directory")
+    p_compare.add_argument("run_b", type=Path, metavar="RUN_B", help="the run under review")
+    p_compare.add_argument("--out", type=Path, default=None, metavar="FILE.html",
+                           help="also write the table as a self-contained HTML page")
     return parser
 
 
@@ -144,9 +292,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     import backends
     import problems
     from suite.errors import UnsupportedError
+    from suite.frameworks import DEVICES
     from suite.frameworks import registry as framework_registry
     from suite.point import Point, support_reason, validate_point
 
+    if args.device not in DEVICES:
+        raise UsageError("--device", f"unknown {args.device!r}", DEVICES)
     rows = []
     for prob in problems.registry():
         for back in backends.registry():
@@ -180,7 +331,34 @@ def _settings(args: argparse.Namespace, base: Any = None):
 
     return Settings(repeats=args.repeats, timeout_s=args.timeout,
                     memory_cap_bytes=parse_bytes(args.memory_cap, "--memory-cap"),
-                    threads=args.threads).validate()
+                    threads=args.threads).validate(CLI_SETTING_NAMES)
+
+
+#: Settings' and a config's field names → the options a user types on the command line
+CLI_SETTING_NAMES = {"repeats": "--repeats", "timeout_s": "--timeout",
+                     "memory_cap_bytes": "--memory-cap", "memory_cap": "--memory-cap",
+                     "threads": "--threads", "seeds": "--seed", "dtypes": "--dtype",
+                     "problems": "--problem", "backends": "--backend", "frameworks": "--framework",
+                     "device": "--device", "grid[0].n": "--n", "grid[0].K": "--K",
+                     "options": "--option"}
+
+
+@contextlib.contextmanager
+def _cli_field_names():
+    """A point's field (``n``, ``problem``) named as the option that set it (``--n``)."""
+    try:
+        yield
+    except UsageError as exc:
+        if exc.field in {"problem", "backend", "framework", "device", "dtype", "n", "K", "seed"}:
+            raise type(exc)(f"--{exc.field}", exc.detail, exc.allowed) from None
+        raise
+
+
+def _cli_where(key: str) -> str:
+    """A config key (``repeats``, ``options.tol``) named as the option that set it."""
+    if key.startswith("options."):
+        return f"--option {key.split('.', 1)[1]}"
+    return CLI_SETTING_NAMES.get(key, key)
 
 
 def cmd_point(args: argparse.Namespace) -> int:
@@ -192,11 +370,16 @@ def cmd_point(args: argparse.Namespace) -> int:
                   device=args.device, dtype=args.dtype, seed=args.seed,
                   options=parse_assignments(args.option))
     settings = _settings(args)
-    validate_point(point)  # bad input and unsupported combinations: exit 2 before spawning
+    with _cli_field_names():
+        validate_point(point)  # bad input and unsupported combinations: exit 2 before spawning
+    if args.dump is not None:  # a dump that cannot be written fails now, not after measuring
+        writable_directory("--dump", args.dump)
+        for name in DUMP_FILES:
+            output_file("--dump", args.dump / name)
     record = run_isolated(point, settings, dump_dir=args.dump)
     payload = record.to_json()
-    if args.json:
-        print(json.dumps(payload))
+    if args.json:  # strict JSON for jq and friends: a NaN or ±inf error prints as null
+        print(json.dumps(_strict_json(payload), allow_nan=False))
     else:
         print(point.label())
         for key in RECORD_SUMMARY:
@@ -204,9 +387,20 @@ def cmd_point(args: argparse.Namespace) -> int:
             if value in (None, [], ""):
                 continue
             print(f"  {key:16s} {_fmt(key, value)}")
-        if args.dump:
+        if args.dump and record.status == "ok":
             print(f"  dumped           {args.dump}/instance.npz, {args.dump}/grad.npy")
     return 0 if record.status == "ok" else 1
+
+
+def _strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (RFC 8259 has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -227,7 +421,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.sweep import run_sweep
 
     if args.config and (args.problem or args.backend or args.n or args.K):
-        raise UsageError("--config", "give either --config or --problem/--backend/--n/--K lists")
+        raise UsageError("--config", "given together with --problem/--backend/--n/--K lists",
+                         "either --config or the lists")
     if args.resume and not (args.config or args.problem):
         config = _config_of_run(args.resume)
     elif args.config:
@@ -235,19 +430,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         missing = [f for f in ("problem", "backend", "n", "K") if not getattr(args, f)]
         if missing:
-            raise UsageError(f"--{missing[0]}", "required without --config")
-        raw = {"name": "cli", "problems": args.problem, "backends": args.backend,
+            raise UsageError(f"--{missing[0]}", "required without --config",
+                             ALLOWED.get(f"--{missing[0]}"))
+        raw = {"problems": args.problem, "backends": args.backend,
                "frameworks": args.framework or ["torch", "jax"],
                "dtypes": args.dtype or ["float64"], "device": args.device or "cpu",
                "seeds": args.seed or [0], "repeats": args.repeats, "timeout_s": args.timeout,
                "memory_cap": args.memory_cap, "threads": args.threads,
                "grid": [{"n": args.n, "K": args.K}],
                "options": parse_assignments(args.option)}
-        config = build_config(raw, name="cli")
+        config = build_config(raw, name="cli", where=_cli_where)
 
-    _terminate_as_interrupt()
-    result = run_sweep(config, args.results, jobs=args.jobs, resume=args.resume,
-                       run_id=args.run_id, progress=not args.no_progress)
+    with _terminate_as_interrupt():
+        result = run_sweep(config, args.results, jobs=args.jobs, resume=args.resume,
+                           run_id=args.run_id, progress=not args.no_progress)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(result.statuses.items()))
     print(f"{result.run_dir}/records.jsonl: {summary or 'no points'}")
     if result.interrupted:
@@ -263,25 +459,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _config_of_run(run_dir: Path):
     """The config a run was started with (its meta.json), for ``run --resume RUN_DIR``."""
     from suite.config import config_from_json
+    from suite.sweep import open_run_dir, read_meta
 
-    meta = Path(run_dir) / "meta.json"
-    if not meta.exists():
+    run_dir = open_run_dir(run_dir)
+    meta_path = run_dir / "meta.json"
+    if not meta_path.exists():
         raise UsageError("--resume", f"{str(run_dir)!r} has no meta.json",
-                         "a results/<run-id> directory")
-    return config_from_json(json.loads(meta.read_text())["config"])
+                         "a results/<run-id> directory, or give --config too")
+    meta = read_meta(run_dir)
+    if "config" not in meta:
+        raise UsageError("--resume", f"{str(meta_path)!r} has no config",
+                         "a meta.json written by ift-bench run, or give --config too")
+    return config_from_json(meta["config"], where=str(meta_path))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.html import write_report
+    from suite.records import read_records_checked
+    from suite.sweep import read_meta
 
-    if not (args.run_dir / "records.jsonl").exists():
+    records = args.run_dir / "records.jsonl"
+    if not args.run_dir.is_dir() or not records.is_file():
         raise UsageError("RESULTS_DIR", f"{str(args.run_dir)!r} has no records.jsonl",
                          "a results/<run-id> directory")
+    output_file("--out", args.out or args.run_dir / "report.html")
+    if (args.run_dir / "meta.json").exists():
+        read_meta(args.run_dir, "RESULTS_DIR")  # a damaged meta.json: one line, exit 2
+    for message in read_records_checked(records).problems(records):
+        print(f"ift-bench: warning: {message}", file=sys.stderr)
     print(write_report(args.run_dir, args.out))
     return 0
 
 
-def _terminate_as_interrupt() -> None:
+@contextlib.contextmanager
+def _terminate_as_interrupt():
     """SIGTERM and SIGINT stop a sweep the way Ctrl-C does: children killed, finished records
     kept. SIGINT is installed explicitly because a shell starts background jobs with it
     ignored, and Python then never raises KeyboardInterrupt."""
@@ -289,8 +500,13 @@ def _terminate_as_interrupt() -> None:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    # restored afterwards: main() also runs in-process (tests), whose handlers are not ours
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -300,6 +516,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from suite.sweep import run_sweep
 
     baseline_path = args.baseline or gate.DEFAULT_BASELINE
+    if args.json is not None:
+        gate.check_writable_file(args.json, "--json")  # before sweeping: nothing measured is lost
+    if args.update_baseline:
+        gate.check_writable_file(baseline_path, "--baseline")
     config = load_config(args.config)
     if args.run is not None:
         if not (args.run / "records.jsonl").exists():
@@ -309,15 +529,16 @@ def cmd_gate(args: argparse.Namespace) -> int:
     else:
         if not args.update_baseline:
             gate.load_baseline(baseline_path)  # fail early (exit 2) on a missing or bad file
-        _terminate_as_interrupt()
-        result = run_sweep(config, args.results, jobs=args.jobs, progress=not args.no_progress)
+        with _terminate_as_interrupt():
+            result = run_sweep(config, args.results, jobs=args.jobs,
+                               progress=not args.no_progress)
         if result.interrupted:
             print("gate: interrupted", file=sys.stderr)
             return 1
         run_dir = result.run_dir
     frame = load_frame(run_dir)
     if args.update_baseline:
-        old = json.loads(baseline_path.read_text()) if baseline_path.exists() else None
+        old = gate.previous_baseline(baseline_path)
         new = gate.build_baseline(frame, config.name)
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(baseline_path, new)
@@ -330,13 +551,38 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0 if outcome.passed else 1
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Exit 0: no cell regressed; 1: some did (the table says which); 2: bad input."""
+    from suite import compare, gate
+    from suite.records import load_frame, read_records_checked
+
+    for flag, run_dir in (("RUN_A", args.run_a), ("RUN_B", args.run_b)):
+        path = run_dir / "records.jsonl"
+        if not path.is_file():
+            raise UsageError(flag, f"{str(run_dir)!r} has no records.jsonl",
+                             "a results/<run-id> directory")
+        for line in read_records_checked(path).problems(path):  # said, never skipped quietly
+            print(f"ift-bench compare: {flag}: {line}", file=sys.stderr)
+    if args.out is not None:
+        gate.check_writable_file(args.out, "--out")
+    result = compare.compare_runs(load_frame(args.run_a), load_frame(args.run_b))
+    print(compare.render_text(result))
+    if args.out is not None:
+        args.out.write_text(compare.render_html(result, str(args.run_a), str(args.run_b)),
+                            encoding="utf-8")
+        print(f"html: {args.out}")
+    return 0 if result.passed else 1
+
+
 COMMANDS = {"list": cmd_list, "point": cmd_point, "run": cmd_run, "report": cmd_report,
-            "gate": cmd_gate}
+            "gate": cmd_gate, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = _build_parser().parse_args(argv)
+        parser = _build_parser()
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = parser.parse_args(_attach_dash_values(argv, parser))
         return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"ift-bench: error: {exc}", file=sys.stderr)

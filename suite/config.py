@@ -12,6 +12,7 @@ keys and bad values raise :class:`~suite.errors.UsageError` naming the key and i
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ import problems
 from suite.errors import UsageError
 from suite.frameworks import DEVICES, DTYPES
 from suite.frameworks import registry as framework_registry
+from suite.inputs import K_MAX, N_MAX, SEED_MAX, safe_component, sanitize_component
 from suite.point import Point, Settings
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -44,6 +46,18 @@ class Grid:
     dtypes: tuple[str, ...] | None = None
     #: options for this grid's points, over the config's ``[options]``
     options: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Lists for the tuples, the options table as a table (meta.json must round-trip)."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if value is None:
+                out[key] = None
+            elif isinstance(value, dict):
+                out[key] = dict(value)
+            else:
+                out[key] = list(value)
+        return out
 
 
 @dataclass(frozen=True)
@@ -100,15 +114,32 @@ class SweepConfig:
             "problems": list(self.problems), "backends": list(self.backends),
             "frameworks": list(self.frameworks), "dtypes": list(self.dtypes),
             "device": self.device, "seeds": list(self.seeds),
-            "grids": [{k: (list(v) if v is not None else None) for k, v in g.__dict__.items()}
-                      for g in self.grids],
+            "grids": [g.to_json() for g in self.grids],
             "settings": self.settings.__dict__, "options": self.options,
             "backend_options": self.backend_options,
         }
 
 
-def config_from_json(payload: dict[str, Any]) -> SweepConfig:
-    """Rebuild (and re-validate) a config from its ``to_json`` form, e.g. a run's meta.json."""
+def config_from_json(payload: Any, where: str = "meta.json") -> SweepConfig:
+    """Rebuild (and re-validate) a config from its ``to_json`` form, e.g. a run's meta.json.
+
+    A payload that is not that form (hand-edited, truncated) is a UsageError naming ``where``.
+    """
+    if not isinstance(payload, dict):
+        raise UsageError(f"{where}: config",
+                         f"expected a JSON object, got {type(payload).__name__}",
+                         "the config object a run writes")
+    for key in ("name", "problems", "backends", "frameworks", "grids"):
+        if key not in payload:
+            raise UsageError(f"{where}: config.{key}", "missing", "the config object a run writes")
+    for key, kind in (("settings", dict), ("options", dict), ("backend_options", dict),
+                      ("grids", list)):
+        if not isinstance(payload.get(key, kind()), kind):
+            raise UsageError(f"{where}: config.{key}", f"expected a JSON {kind.__name__}",
+                             "the config object a run writes")
+    if not all(isinstance(g, dict) for g in payload["grids"]):
+        raise UsageError(f"{where}: config.grids", "expected a list of objects",
+                         "the config object a run writes")
     settings = payload.get("settings", {})
     raw = {
         "name": payload["name"], "description": payload.get("description", ""),
@@ -121,15 +152,21 @@ def config_from_json(payload: dict[str, Any]) -> SweepConfig:
         "grid": [{k: v for k, v in g.items() if v is not None} for g in payload["grids"]],
         "options": {**payload.get("options", {}), **payload.get("backend_options", {})},
     }
-    return build_config(raw, name=payload["name"], source=payload.get("source"))
+    source = payload.get("source")
+    return build_config(raw, name=str(payload["name"]),
+                        source=source if isinstance(source, str) else None,
+                        where=lambda key: f"{where}: config.{key}")
 
 
 # ---- parsing ------------------------------------------------------------------------------
 def parse_bytes(value: Any, field_name: str = "memory_cap") -> int | None:
     """``8589934592``, ``"8GiB"``, ``"512 MiB"`` → bytes; ``None``/``0``/``"none"`` → no cap."""
+    if isinstance(value, bool) or isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(field_name, f"cannot read {value!r} as a size",
+                         "bytes as an integer, or a number with KiB, MiB, GiB, KB, MB, GB")
     if value is None or value == 0 or (isinstance(value, str) and value.lower() in {"none", ""}):
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int):
         return value
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
     if not match or match.group(2).lower() not in _UNITS:
@@ -144,20 +181,23 @@ def _names(value: Any, field_name: str, allowed: dict | tuple) -> tuple[str, ...
         raise UsageError(field_name, f"expected a non-empty list of names, got {value!r}",
                          list(allowed))
     for item in items:
+        if not isinstance(item, str):
+            raise UsageError(field_name, f"{item!r} is not a name", list(allowed))
         if item not in allowed:
             raise UsageError(field_name, f"unknown {item!r}", list(allowed))
     return tuple(items)
 
 
-def _ints(value: Any, field_name: str, minimum: int) -> tuple[int, ...]:
+def _ints(value: Any, field_name: str, minimum: int, maximum: int) -> tuple[int, ...]:
     items = value if isinstance(value, list | tuple) else [value]
+    allowed = f"integers from {minimum} to {maximum}"
     if not items:
-        raise UsageError(field_name, "expected at least one value", f"integers >= {minimum}")
+        raise UsageError(field_name, "expected at least one value", allowed)
     out = []
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
-            raise UsageError(field_name, f"{item!r} is not an integer >= {minimum}",
-                             f"integers >= {minimum}")
+        if isinstance(item, bool) or not isinstance(item, int) or not minimum <= item <= maximum:
+            raise UsageError(field_name, f"{item!r} is not an integer from {minimum} to {maximum}",
+                             allowed)
         out.append(item)
     return tuple(out)
 
@@ -170,8 +210,13 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
     if unknown:
         raise UsageError(loc(unknown[0]), "unknown key", sorted(TOP_KEYS))
     probs, strats, fws = problems.registry(), backends.registry(), framework_registry()
-    kwargs: dict[str, Any] = {"name": str(raw.get("name", name)), "source": source,
-                              "description": str(raw.get("description", ""))}
+    # the name becomes the run directory's name: one safe path component, never a path
+    config_name = (safe_component(loc("name"), raw["name"]) if "name" in raw
+                   else sanitize_component(name))
+    if not isinstance(raw.get("description", ""), str):
+        raise UsageError(loc("description"), "not a string", "a string")
+    kwargs: dict[str, Any] = {"name": config_name, "source": source,
+                              "description": raw.get("description", "")}
     for key, allowed in (("problems", probs), ("backends", strats), ("frameworks", fws)):
         if key not in raw:
             raise UsageError(loc(key), "missing", list(allowed))
@@ -181,27 +226,20 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
     if device not in DEVICES:
         raise UsageError(loc("device"), f"unknown {device!r}", DEVICES)
     kwargs["device"] = device
-    kwargs["seeds"] = _ints(raw.get("seeds", [0]), loc("seeds"), 0)
+    kwargs["seeds"] = _ints(raw.get("seeds", [0]), loc("seeds"), 0, SEED_MAX)
 
-    settings = Settings()
-    try:
-        settings = replace(
-            settings,
-            repeats=raw.get("repeats", settings.repeats),
-            timeout_s=float(raw.get("timeout_s", settings.timeout_s)),
-            memory_cap_bytes=parse_bytes(raw.get("memory_cap"), loc("memory_cap")),
-            threads=raw.get("threads", settings.threads),
-            pair_with=raw.get("pair_with"),
-        ).validate()
-    except UsageError as exc:
-        if exc.field in {"repeats", "timeout", "threads", "memory_cap", "pair_with"}:
-            field_name = {"timeout": "timeout_s"}.get(exc.field, exc.field)
-            raise UsageError(loc(field_name), str(exc).split(": ", 1)[1]) from None
-        raise
-    except (TypeError, ValueError):
-        raise UsageError(loc("timeout_s"), f"cannot read {raw.get('timeout_s')!r} as seconds",
-                         "a positive number") from None
-    kwargs["settings"] = settings
+    defaults = Settings()
+    settings = replace(
+        defaults,
+        repeats=raw.get("repeats", defaults.repeats),
+        timeout_s=raw.get("timeout_s", defaults.timeout_s),
+        memory_cap_bytes=parse_bytes(raw.get("memory_cap"), loc("memory_cap")),
+        threads=raw.get("threads", defaults.threads),
+        pair_with=raw.get("pair_with"),
+    ).validate({"repeats": loc("repeats"), "timeout_s": loc("timeout_s"),
+                "memory_cap_bytes": loc("memory_cap"), "threads": loc("threads"),
+                "pair_with": loc("pair_with")})
+    kwargs["settings"] = replace(settings, timeout_s=float(settings.timeout_s))
 
     grids_raw = raw.get("grid")
     if not isinstance(grids_raw, list) or not grids_raw:
@@ -209,6 +247,9 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
                          sorted(GRID_KEYS))
     grids = []
     for i, g in enumerate(grids_raw):
+        if not isinstance(g, dict):
+            raise UsageError(loc(f"grid[{i}]"), f"{g!r} is not a table with n and K",
+                             sorted(GRID_KEYS))
         unknown = sorted(set(g) - GRID_KEYS)
         if unknown:
             raise UsageError(loc(f"grid[{i}].{unknown[0]}"), "unknown key", sorted(GRID_KEYS))
@@ -216,7 +257,8 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
             if required not in g:
                 raise UsageError(loc(f"grid[{i}].{required}"), "missing", "a list of integers")
         grids.append(Grid(
-            n=_ints(g["n"], loc(f"grid[{i}].n"), 1), K=_ints(g["K"], loc(f"grid[{i}].K"), 1),
+            n=_ints(g["n"], loc(f"grid[{i}].n"), 1, N_MAX),
+            K=_ints(g["K"], loc(f"grid[{i}].K"), 1, K_MAX),
             problems=_names(g["problems"], loc(f"grid[{i}].problems"), probs)
             if "problems" in g else None,
             backends=_names(g["backends"], loc(f"grid[{i}].backends"), strats)
@@ -231,10 +273,18 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
     kwargs["grids"] = tuple(grids)
 
     options, per_backend = {}, {}
-    for key, value in (raw.get("options") or {}).items():
+    options_raw = raw.get("options", {})
+    if not isinstance(options_raw, dict):
+        raise UsageError(loc("options"), f"{options_raw!r} is not a table",
+                         "[options] with name = value, and [options.<backend>] tables")
+    for key, value in options_raw.items():
         if isinstance(value, dict):
             if key not in strats:
                 raise UsageError(loc(f"options.{key}"), "not a backend", list(strats))
+            for opt, v in value.items():
+                if isinstance(v, list) and not v:
+                    raise UsageError(loc(f"options.{key}.{opt}"), "empty list",
+                                     "a value, or a non-empty list of values (a grid)")
             per_backend[key] = dict(value)
         else:
             options[key] = value
@@ -325,7 +375,12 @@ def _line_locator(text: str, path: str):
 
 
 def resolve_config_path(name_or_path: str) -> Path:
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise UsageError("--config", "empty", sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
     path = Path(name_or_path)
+    if path.is_dir():
+        raise UsageError("--config", f"{name_or_path!r} is a directory",
+                         "a config name or a TOML file")
     if path.suffix == ".toml" or path.exists():
         if not path.exists():
             raise UsageError("--config", f"no such file {name_or_path!r}",
@@ -340,10 +395,17 @@ def resolve_config_path(name_or_path: str) -> Path:
 
 def load_config(name_or_path: str) -> SweepConfig:
     path = resolve_config_path(name_or_path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError("--config", f"{str(path)!r} is not UTF-8 text (byte {exc.start})",
+                         "a UTF-8 TOML file") from None
+    except OSError as exc:
+        raise UsageError("--config", f"cannot read {str(path)!r}: {exc.strerror or exc}",
+                         "a readable TOML file") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(str(path), f"not valid TOML: {exc}") from None
+        raise UsageError(str(path), f"not valid TOML: {exc}", "a TOML file (toml.io)") from None
     return build_config(raw, name=path.stem, source=str(path),
                         where=_line_locator(text, str(path)))

@@ -8,7 +8,8 @@ A cell is one (problem, strategy, framework, dtype, n, K, options). Rules:
 * ``peak_bytes`` (memray) at most max(5 %, 64 KiB) above the baseline;
 * ``grad_rel_error`` below the cell's threshold stored in the baseline;
 * scaling: the fitted exponent in K of every series' ``trace_bytes`` inside the strategy's
-  theory band (± ``analysis.EXPONENT_TOLERANCE``);
+  theory band (± ``analysis.EXPONENT_TOLERANCE``), except the series of ``EXPONENT_EXEMPT``
+  (each with the reason; listed, and still held to the baseline by the 1 % rule at every K);
 * time, never in seconds: each strategy's time over ``unrolled``'s in the same cell, both timed
   alternately in one process (``time_ratio``), at most 25 % above the baseline's ratio;
 * a baseline cell missing from the run, or a run cell missing from the baseline, fails.
@@ -38,9 +39,18 @@ DETERMINISTIC = ("trace_bytes", "step_evals", "vjp_evals", "jvp_evals", "hvp_eva
 DETERMINISTIC_TOLERANCE = 0.01
 PEAK_TOLERANCE, PEAK_SLACK_BYTES = 0.05, 64 * 1024
 TIME_TRIPWIRE = 0.25
+#: (problem, strategy) series whose trace exponent cannot reach its theory band at any K the
+#: gate can afford, and why. Their trace_bytes are still compared with the baseline at each K.
+EXPONENT_EXEMPT = {
+    ("sparsemax", "unrolled"):
+        "reverse mode keeps one predicate (≈ 1 byte) per bisection step beside a constant of a "
+        "few hundred bytes, so the fitted slope stays near 0 until K ≫ 10³",
+}
 #: which versions each framework's deterministic meters depend on
 VERSION_KEYS = {"torch": ("torch", "python"), "jax": ("jax", "jaxlib", "python")}
-DEFAULT_BASELINE = Path("benchmarks/baseline.json")
+#: the committed baseline, found from the project's root whatever the working directory
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BASELINE = PROJECT_ROOT / "benchmarks" / "baseline.json"
 
 
 @dataclass
@@ -57,6 +67,8 @@ class Finding:
 class GateResult:
     failures: list[Finding] = field(default_factory=list)
     rebased: list[Finding] = field(default_factory=list)
+    #: exponents outside their band in an ``EXPONENT_EXEMPT`` series (not failures)
+    exempt: list[Finding] = field(default_factory=list)
     version_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     cells: int = 0
 
@@ -68,6 +80,7 @@ class GateResult:
         return {"passed": self.passed, "cells": self.cells,
                 "failures": [asdict(f) for f in self.failures],
                 "rebased": [asdict(f) for f in self.rebased],
+                "exempt": [asdict(f) for f in self.exempt],
                 "version_changes": {k: list(v) for k, v in self.version_changes.items()}}
 
 
@@ -85,6 +98,16 @@ def error_threshold(error: float) -> float:
     if error < 1e-10:
         return max(100 * error, 1e-12)
     return 1.1 * error
+
+
+def deterministic_differs(old: float, new: float) -> bool:
+    """A deterministic meter moved by more than 1 % (of at least 1), either way."""
+    return abs(new - old) > DETERMINISTIC_TOLERANCE * max(abs(old), 1)
+
+
+def peak_regressed(old: float, new: float) -> bool:
+    """Peak memory more than max(5 %, 64 KiB) above the old value (lower is always fine)."""
+    return new > old + max(PEAK_TOLERANCE * old, PEAK_SLACK_BYTES)
 
 
 def _number(value: Any) -> Any:
@@ -116,7 +139,7 @@ def build_baseline(frame: pd.DataFrame, config_name: str) -> dict[str, Any]:
             "cells": dict(sorted(cells.items()))}
 
 
-def _pct(base: float, now: float) -> str:
+def percent_change(base: float, now: float) -> str:
     if base == 0:
         return "n/a" if now == 0 else "+∞"
     return f"{(now - base) / base:+.1%}"
@@ -155,22 +178,20 @@ def compare(frame: pd.DataFrame, baseline: dict[str, Any],
             old, new = base.get(metric), _number(row[metric])
             if old is None and new is None:
                 continue
-            finding = Finding(key, metric, old, new, _pct(old or 0, new or 0), "")
+            finding = Finding(key, metric, old, new, percent_change(old or 0, new or 0), "")
             if rebase:
                 finding.rule = "re-based: versions changed, not compared"
                 result.rebased.append(finding)
-            elif old is None or new is None or \
-                    abs(new - old) > DETERMINISTIC_TOLERANCE * max(abs(old), 1):
+            elif old is None or new is None or deterministic_differs(old, new):
                 finding.rule = ("deterministic: equal within 1 % both ways"
                                 + ("; an improvement — update the baseline if intended"
                                    if (old is not None and new is not None and new < old)
                                    else ""))
                 result.failures.append(finding)
         old_peak, new_peak = base.get("peak_bytes"), _number(row["peak_bytes"])
-        if old_peak is not None and new_peak is not None and \
-                new_peak > old_peak + max(PEAK_TOLERANCE * old_peak, PEAK_SLACK_BYTES):
+        if old_peak is not None and new_peak is not None and peak_regressed(old_peak, new_peak):
             result.failures.append(Finding(key, "peak_bytes", old_peak, new_peak,
-                                           _pct(old_peak, new_peak),
+                                           percent_change(old_peak, new_peak),
                                            "peak: at most max(5 %, 64 KiB) above baseline"))
         threshold, error = base.get("grad_rel_error_threshold"), _number(row["grad_rel_error"])
         if threshold is not None and not (isinstance(threshold, float) and math.isnan(threshold)):
@@ -181,7 +202,8 @@ def compare(frame: pd.DataFrame, baseline: dict[str, Any],
         if old_ratio is not None and new_ratio is not None and \
                 new_ratio > (1 + TIME_TRIPWIRE) * old_ratio:
             result.failures.append(Finding(key, "time_ratio", round(old_ratio, 4),
-                                           round(new_ratio, 4), _pct(old_ratio, new_ratio),
+                                           round(new_ratio, 4),
+                                           percent_change(old_ratio, new_ratio),
                                            "time: ratio to unrolled at most 25 % above"))
 
     exponents = analysis.scaling_exponents(frame, "K", metrics=("trace_bytes",))
@@ -189,10 +211,16 @@ def compare(frame: pd.DataFrame, baseline: dict[str, Any],
         if ex["agrees"] is False or (ex["agrees"] is not None and not ex["agrees"]):
             series = (f"{ex['problem']}/{ex['backend']}/{ex['framework']}/{ex['dtype']}"
                       f"/n={int(ex['n'])}" + (f"/{ex['options_str']}" if ex["options_str"] else ""))
-            result.failures.append(Finding(
+            finding = Finding(
                 series, "exponent(trace_bytes, K)",
                 f"{ex['theory_lo']:g}–{ex['theory_hi']:g}", round(float(ex["slope"]), 3), "–",
-                f"scaling: inside the theory band ± {analysis.EXPONENT_TOLERANCE}"))
+                f"scaling: inside the theory band ± {analysis.EXPONENT_TOLERANCE}")
+            reason = EXPONENT_EXEMPT.get((ex["problem"], ex["backend"]))
+            if reason is None:
+                result.failures.append(finding)
+            else:
+                finding.rule = f"exempt: {reason}"
+                result.exempt.append(finding)
     return result
 
 
@@ -215,21 +243,59 @@ def render(result: GateResult) -> str:
                      "baseline cells")
     else:
         lines.append(f"gate: passed — {result.cells} cells within their rules")
+    for f in result.exempt:
+        lines.append(f"exempt from the exponent rule: {f.cell} slope {f.now} "
+                     f"(band {f.baseline}): {f.rule.removeprefix('exempt: ')}")
     return "\n".join(lines)
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise UsageError("--baseline", f"no baseline at {str(path)!r}",
-                         "a baseline.json written by `gate --update-baseline`")
+    """The baseline file, checked for the shape ``compare`` reads: an object whose ``cells`` is
+    an object of objects (anything else is bad input, not a traceback)."""
+    allowed = "a baseline.json written by `gate --update-baseline`"
+    if not path.is_file():
+        raise UsageError("--baseline", f"no baseline file at {str(path)!r}", allowed)
     try:
-        return json.loads(path.read_text())
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError("--baseline", f"cannot read {str(path)!r}: {exc}", allowed) from None
     except json.JSONDecodeError as exc:
-        raise UsageError("--baseline", f"{str(path)!r} is not valid JSON: {exc}") from None
+        raise UsageError("--baseline", f"{str(path)!r} is not valid JSON: {exc}",
+                         allowed) from None
+    if not isinstance(payload, dict):
+        raise UsageError("--baseline", f"{str(path)!r} holds a JSON "
+                         f"{type(payload).__name__}, not an object", allowed)
+    cells = payload.get("cells")
+    if not isinstance(cells, dict) or not all(isinstance(c, dict) for c in cells.values()):
+        raise UsageError("--baseline", f"{str(path)!r}: 'cells' is not an object of cells",
+                         allowed)
+    if not isinstance(payload.get("versions", {}), dict):
+        raise UsageError("--baseline", f"{str(path)!r}: 'versions' is not an object", allowed)
+    return payload
+
+
+def previous_baseline(path: Path) -> dict[str, Any] | None:
+    """The baseline ``--update-baseline`` replaces, for its diff; None when there is none that
+    can be read (it is being replaced either way)."""
+    try:
+        return load_baseline(path)
+    except UsageError:
+        return None
+
+
+def check_writable_file(path: Path, flag: str) -> None:
+    """Refuse, before any measuring, an output file whose directory does not exist (a typo is
+    more likely than a wish for new directories) or that is itself a directory."""
+    if path.is_dir():
+        raise UsageError(flag, f"{str(path)!r} is a directory", "a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(flag, f"the directory {str(parent)!r} does not exist",
+                         "a file in an existing directory")
 
 
 def baseline_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
-    if not old:
+    if not isinstance(old, dict) or not isinstance(old.get("cells"), dict):
         return f"new baseline: {len(new['cells'])} cells"
     old_cells, new_cells = old.get("cells", {}), new["cells"]
     added = sorted(set(new_cells) - set(old_cells))

@@ -103,22 +103,39 @@ PAIRED_REPEATS = 21
 #: set by a parallel sweep: a file whose exclusive lock guards every timed section, so that
 #: points measured side by side never time at the same moment (their untimed meters may overlap)
 TIMING_LOCK_ENV = "IFT_BENCH_TIMING_LOCK"
+#: test hook: a file to which every timed section appends "pid start end" (time.monotonic(),
+#: one clock for all processes on Linux), so that tests can check sections never overlap
+TIMING_LOG_ENV = "IFT_BENCH_TIMING_LOG"
 
 
 @contextmanager
 def timing_lock() -> Iterator[None]:
     path = os.environ.get(TIMING_LOCK_ENV)
     if not path:
-        yield
+        with _logged_section():
+            yield
         return
     import fcntl
 
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            with _logged_section():  # logged while the lock is still held
+                yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _logged_section() -> Iterator[None]:
+    log = os.environ.get(TIMING_LOG_ENV)
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"{os.getpid()} {start!r} {time.monotonic()!r}\n")
 
 
 def _paired_ratio(prep: Any, grad_fn: Any, settings: Settings) -> float:
@@ -247,7 +264,8 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
         time_s=time_s, time_min_s=min(times), forward_time_s=statistics.median(fwd_times),
         first_call_s=first_call_s,
         compile_s=max(0.0, first_call_s - time_s) if point.framework == "jax" else None,
-        repeats=settings.repeats, time_ratio=time_ratio, time_ratio_to=settings.pair_with,
+        repeats=settings.repeats, times_s=times, time_ratio=time_ratio,
+        time_ratio_to=settings.pair_with,
         peak_bytes=peak, peak_method=peak_method, trace_bytes=int(trace), rss_peak_bytes=rss,
         grad_rel_error=errors[strategy.reference], reference=strategy.reference,
         grad_error_k_step=errors["k_step"], grad_error_converged=errors["converged"],

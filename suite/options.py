@@ -7,6 +7,7 @@ subprocess starts, with the option named and its allowed values listed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,8 @@ class Option:
             f"{'>' if self.exclusive_minimum else '>='} {self.minimum}")
         hi = "" if self.maximum is None else f"<= {self.maximum}"
         bound = " and ".join(b for b in (lo, hi) if b)
-        return f"{self.kind.__name__}{' ' + bound if bound else ''}"
+        kind = "finite float" if self.kind is float and not bound else self.kind.__name__
+        return f"{kind}{' ' + bound if bound else ''}"
 
     def parse(self, raw: Any) -> Any:
         field = f"option {self.name!r}"
@@ -46,6 +48,9 @@ class Option:
         except (TypeError, ValueError):
             raise UsageError(field, f"cannot read {raw!r} as {self.kind.__name__}",
                              self.describe_allowed()) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            # NaN passes every comparison below and would be measured (grad error NaN)
+            raise UsageError(field, f"{raw!r} is not finite", self.describe_allowed())
         if self.choices is not None and value not in self.choices:
             raise UsageError(field, f"{value!r} is not a valid choice", self.choices)
         if self.minimum is not None and (

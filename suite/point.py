@@ -16,6 +16,16 @@ from suite import options as options_mod
 from suite.errors import UnsupportedError, UsageError
 from suite.frameworks import DEVICES, DTYPES
 from suite.frameworks import registry as framework_registry
+from suite.inputs import (
+    K_MAX,
+    MEMORY_CAP_MAX,
+    N_MAX,
+    REPEATS_MAX,
+    SEED_MAX,
+    TIMEOUT_MAX_S,
+    cpus_available,
+    number,
+)
 
 IDENTITY_FIELDS = ("problem", "backend", "framework", "device", "dtype", "n", "K", "seed",
                    "options")
@@ -65,26 +75,38 @@ class Settings:
     #: record the ratio of medians (the CI gate's noise-robust time measure); None: don't
     pair_with: str | None = None
 
-    def validate(self) -> Settings:
-        if not isinstance(self.repeats, int) or self.repeats < 1:
-            raise UsageError("repeats", f"{self.repeats!r} is not a positive integer", ">= 1")
-        if not self.timeout_s > 0:
-            raise UsageError("timeout", f"{self.timeout_s!r} is not positive", "> 0 seconds")
-        if self.memory_cap_bytes is not None and self.memory_cap_bytes < 2**28:
-            raise UsageError("memory_cap", f"{self.memory_cap_bytes!r} bytes is below the "
-                             "~2 GiB of address space torch and JAX reserve at import",
-                             ">= 256 MiB, typically 4 GiB or more")
-        if not isinstance(self.threads, int) or self.threads < 1:
-            raise UsageError("threads", f"{self.threads!r} is not a positive integer", ">= 1")
-        if self.pair_with is not None and self.pair_with not in backends.registry():
-            raise UsageError("pair_with", f"unknown {self.pair_with!r}", backends.registry())
+    def validate(self, names: dict[str, str] | None = None) -> Settings:
+        """Check every field; ``names`` maps a field to what the user called it (``--timeout``,
+        ``mine.toml:5: timeout_s``) so that the message names what they typed."""
+        name = {"repeats": "repeats", "timeout_s": "timeout_s", "memory_cap_bytes": "memory_cap",
+                "threads": "threads", "pair_with": "pair_with", **(names or {})}
+        cpus = cpus_available()
+        number(name["repeats"], self.repeats, integer=True, minimum=1, maximum=REPEATS_MAX,
+               allowed=f"an integer from 1 to {REPEATS_MAX}", strict=True)
+        number(name["timeout_s"], self.timeout_s, minimum=0, exclusive_minimum=True,
+               maximum=TIMEOUT_MAX_S, strict=True,
+               allowed=f"a number of seconds > 0 and <= {TIMEOUT_MAX_S:g} = one week")
+        if self.memory_cap_bytes is not None:
+            number(name["memory_cap_bytes"], self.memory_cap_bytes, integer=True, strict=True,
+                   maximum=MEMORY_CAP_MAX, allowed="a size from 256MiB to 1PiB, e.g. 8GiB")
+            if self.memory_cap_bytes < 2**28:
+                raise UsageError(name["memory_cap_bytes"],
+                                 f"{self.memory_cap_bytes!r} bytes is below the ~2 GiB of "
+                                 "address space torch and JAX reserve at import",
+                                 ">= 256 MiB, typically 4 GiB or more")
+        number(name["threads"], self.threads, integer=True, minimum=1, maximum=cpus, strict=True,
+               allowed=f"an integer from 1 to {cpus}, the CPUs available to this process")
+        if self.pair_with is not None and (not isinstance(self.pair_with, str)
+                                           or self.pair_with not in backends.registry()):
+            raise UsageError(name["pair_with"], f"unknown {self.pair_with!r}",
+                             backends.registry())
         return self
 
 
-def _check_int(field_name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(field_name, f"{value!r} is not an integer >= {minimum}",
-                         f"integers >= {minimum}")
+def _check_int(field_name: str, value: Any, minimum: int, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise UsageError(field_name, f"{value!r} is not an integer from {minimum} to {maximum}",
+                         f"integers from {minimum} to {maximum}")
 
 
 def validate_point(point: Point) -> dict[str, dict[str, Any]]:
@@ -104,9 +126,9 @@ def validate_point(point: Point) -> dict[str, dict[str, Any]]:
         raise UsageError("device", f"unknown {point.device!r}", DEVICES)
     if point.dtype not in DTYPES:
         raise UsageError("dtype", f"unknown {point.dtype!r}", DTYPES)
-    _check_int("n", point.n, 1)
-    _check_int("K", point.K, 1)
-    _check_int("seed", point.seed, 0)
+    _check_int("n", point.n, 1, N_MAX)
+    _check_int("K", point.K, 1, K_MAX)
+    _check_int("seed", point.seed, 0, SEED_MAX)
     problem, strategy = probs[point.problem], strats[point.backend]
     declared = {o.name for o in problem.options} | {o.name for o in strategy.options}
     unknown = sorted(set(point.options) - declared)

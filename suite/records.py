@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 STATUSES = ("ok", "error", "timeout", "oom", "unsupported", "skipped")
+#: the record layout's version, written into every record. 1: no ``schema_version`` key and no
+#: per-repeat ``times_s``; 2: both. Bump it whenever a field is added, removed or changes meaning,
+#: and teach ``Record.from_json`` to migrate the older layouts.
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -39,6 +43,9 @@ class Record:
     first_call_s: float | None = None
     compile_s: float | None = None
     repeats: int | None = None
+    #: the R timed gradient calls, in the order they ran (``time_s`` is their median); the
+    #: samples ``compare``'s rank test uses. None for records of schema version 1
+    times_s: list[float] | None = None
     #: median over adjacent pairs of this gradient's time over ``time_ratio_to``'s, both timed
     #: in this process call by call alternately (set when a sweep pairs strategies: the gate)
     time_ratio: float | None = None
@@ -78,17 +85,48 @@ class Record:
     started_at: str | None = None
     point_key: str | None = None
     run_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Record:
+        """A record from its JSON object, migrated to the current layout.
+
+        A record without ``schema_version`` is version 1; its fields that version 1 lacked
+        (``times_s``) become None. A newer version, or a key this version does not know, raises
+        a ``UsageError`` naming it: silently dropping fields would lose measurements.
+        """
+        from suite.errors import UsageError
+
+        if not isinstance(d, dict):
+            raise UsageError("record", f"a JSON {type(d).__name__}, not an object",
+                             "one JSON object per line")
+        version = d.get("schema_version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or \
+                not 1 <= version <= SCHEMA_VERSION:
+            raise UsageError("schema_version", f"{version!r} is not a record layout this "
+                             f"ift-bench reads (a newer ift-bench wrote it?)",
+                             f"integers 1 … {SCHEMA_VERSION}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UsageError(f"record key {unknown[0]!r}",
+                             f"unknown in schema version {version}"
+                             + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
+                             "the fields of suite.records.Record")
+        missing = [name for name in RECORD_IDENTITY if name not in d]
+        if missing:
+            raise UsageError(f"record key {missing[0]!r}", "missing",
+                             "every identity field: " + ", ".join(RECORD_IDENTITY))
+        return cls(**{**d, "schema_version": SCHEMA_VERSION})
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Record))
+#: the fields without a default: what identifies a point; a record must have them all
+RECORD_IDENTITY: tuple[str, ...] = tuple(
+    f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING)
 
 
 def append_record(path: Path, record: Record) -> None:
@@ -100,20 +138,104 @@ def append_record(path: Path, record: Record) -> None:
         os.fsync(fh.fileno())
 
 
-def read_records(path: Path) -> list[Record]:
-    """Every complete line of ``records.jsonl``; a torn last line (killed writer) is ignored."""
-    out: list[Record] = []
-    if not path.exists():
+@dataclass
+class RecordsFile:
+    """What ``records.jsonl`` holds: the records, and what could not be read as one."""
+
+    records: list[Record]
+    #: (1-based line number, why) for every complete line that is not a record
+    unreadable: list[tuple[int, str]] = field(default_factory=list)
+    #: bytes after the last newline: a line a killed writer never finished (0: none)
+    torn_bytes: int = 0
+
+    def problems(self, path: Path) -> list[str]:
+        """One message per unreadable line and for a torn tail, each naming where it is."""
+        out = [f"{path}:{line}: unreadable line skipped ({why})" for line, why in self.unreadable]
+        if self.torn_bytes:
+            out.append(f"{path}: torn last line ({self.torn_bytes} bytes, no newline) ignored")
         return out
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break
-            try:
-                out.append(Record.from_json(json.loads(line)))
-            except json.JSONDecodeError:
-                continue
-    return out
+
+
+def read_records_checked(path: Path) -> RecordsFile:
+    """Every record of ``records.jsonl``, with the line number and reason of each line that is
+    not one (not UTF-8, not JSON, not an object, no point identity) and the size of a torn
+    last line. A well-formed record of an unknown schema raises, with its line number: reading
+    on would drop its fields."""
+    from suite.errors import UsageError
+
+    result = RecordsFile(records=[])
+    path = Path(path)
+    if not path.exists():
+        return result
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(str(path), f"cannot read: {exc.strerror or exc}",
+                         "a readable records.jsonl") from None
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    result.torn_bytes = len(tail)
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            result.unreadable.append((number, "empty line"))
+            continue
+        try:
+            payload = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            result.unreadable.append((number, f"not UTF-8 at byte {exc.start}"))
+            continue
+        except json.JSONDecodeError as exc:
+            result.unreadable.append((number, f"not JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        if not isinstance(payload, dict):
+            result.unreadable.append((number, f"a JSON {type(payload).__name__}, not an object"))
+            continue
+        missing = [name for name in RECORD_IDENTITY if name not in payload]
+        if missing:
+            result.unreadable.append((number, f"no {', '.join(missing)}"))
+            continue
+        try:
+            result.records.append(Record.from_json(payload))
+        except UsageError as exc:
+            raise UsageError(f"{path}:{number}: {exc.field}", exc.detail, exc.allowed) from None
+        except (TypeError, ValueError) as exc:
+            result.unreadable.append((number, f"not a record: {exc}"))
+    return result
+
+
+def read_records(path: Path) -> list[Record]:
+    """Every record of ``records.jsonl`` (see :func:`read_records_checked` for what is not)."""
+    return read_records_checked(path).records
+
+
+def move_torn_tail(path: Path) -> tuple[Path, int] | None:
+    """Move a torn last line (bytes after the last newline) into a side file, so the next
+    append starts on a fresh line instead of merging into it; return (side file, bytes).
+
+    The fragment is written and synced to the side file before the records file is truncated,
+    so a crash in between leaves it in both places, never in neither.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    with open(path, "rb") as fh:
+        data = fh.read()
+    cut = data.rfind(b"\n") + 1
+    if cut == len(data):
+        return None
+    side = path.with_name(f"{path.name}.torn-at-{cut}")
+    i = 1
+    while side.exists():
+        side, i = path.with_name(f"{path.name}.torn-at-{cut}-{i}"), i + 1
+    with open(side, "wb") as fh:
+        fh.write(data[cut:])
+        fh.flush()
+        os.fsync(fh.fileno())
+    with open(path, "r+b") as fh:
+        fh.truncate(cut)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return side, len(data) - cut
 
 
 def load_frame(run_dir: str | Path):

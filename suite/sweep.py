@@ -9,6 +9,7 @@ kills the running children and keeps every finished record), and economical: onc
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -19,8 +20,16 @@ from pathlib import Path
 from suite.config import SweepConfig
 from suite.env import environment
 from suite.errors import UsageError
+from suite.inputs import (
+    JOBS_MAX,
+    NAME_ALLOWED,
+    appendable_file,
+    inside,
+    safe_component,
+    writable_directory,
+)
 from suite.point import Point
-from suite.records import Record, append_record, read_records, write_json
+from suite.records import Record, append_record, move_torn_tail, read_records_checked, write_json
 from suite.runner import Isolator, failure_record
 
 CAP_STATUSES = ("oom", "timeout")
@@ -35,13 +44,65 @@ class SweepResult:
 
 
 def new_run_dir(results_root: Path, config_name: str, run_id: str | None = None) -> Path:
+    """A fresh directory ``results_root/<run-id>``; the id is one safe path component, so the
+    run can never be written outside ``results_root``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = run_id or f"{stamp}-{config_name}"
+    base = (safe_component("--run-id", run_id) if run_id is not None
+            else f"{stamp}-{safe_component('config name', config_name)}")
+    results_root = writable_directory("--results", Path(results_root))
     run_dir, i = results_root / base, 1
     while run_dir.exists():
         run_dir, i = results_root / f"{base}-{i}", i + 1
-    run_dir.mkdir(parents=True)
+    if not inside(results_root, run_dir):  # unreachable with a safe component; kept as a guard
+        raise UsageError("--run-id", f"{base!r} leaves {str(results_root)!r}", NAME_ALLOWED)
+    try:
+        run_dir.mkdir()
+    except OSError as exc:
+        raise UsageError("--results", f"cannot create {str(run_dir)!r}: {exc.strerror or exc}",
+                         "a directory we can write") from None
     return run_dir
+
+
+def open_run_dir(run_dir: Path) -> Path:
+    """An existing run directory to resume: a directory we can write, records.jsonl (if any)
+    a regular file we can append to, meta.json (if any) a file we can replace."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError("--resume", f"{str(run_dir)!r} is not a directory",
+                         "a results/<run-id> directory with records.jsonl")
+    if not (run_dir / "records.jsonl").exists() and not (run_dir / "meta.json").exists():
+        raise UsageError("--resume", f"{str(run_dir)!r} is not a run directory",
+                         "a results/<run-id> directory with records.jsonl")
+    writable_directory("--resume", run_dir, create=False)
+    appendable_file("--resume", run_dir / "records.jsonl")
+    if (run_dir / "meta.json").exists() and not (run_dir / "meta.json").is_file():
+        raise UsageError("--resume", f"{str(run_dir / 'meta.json')!r} is not a file",
+                         "a run directory written by ift-bench run")
+    return run_dir
+
+
+def read_meta(run_dir: Path, field: str = "--resume") -> dict:
+    """A run's meta.json as a JSON object; a damaged one is a UsageError naming it."""
+    path = Path(run_dir) / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(field, f"{str(path)!r} is not UTF-8",
+                         "the meta.json a run writes") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(field, f"{str(path)!r} is not valid JSON ({exc.msg} at line "
+                         f"{exc.lineno})", "the meta.json a run writes") from None
+    except OSError as exc:
+        raise UsageError(field, f"cannot read {str(path)!r}: {exc.strerror or exc}",
+                         "the meta.json a run writes") from None
+    if not isinstance(meta, dict):
+        raise UsageError(field, f"{str(path)!r} is a JSON {type(meta).__name__}, "
+                         "not an object", "the meta.json a run writes")
+    return meta
+
+
+def _warn(message: str) -> None:
+    print(f"ift-bench: warning: {message}", file=sys.stderr)
 
 
 def _series(point: Point) -> str:
@@ -52,19 +113,31 @@ def _series(point: Point) -> str:
 
 def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *, jobs: int = 1,
               resume: Path | None = None, run_id: str | None = None,
-              progress: bool = True) -> SweepResult:
-    if not isinstance(jobs, int) or jobs < 1:
-        raise UsageError("--jobs", f"{jobs!r} is not a positive integer", ">= 1")
+              progress: bool = True, warn=_warn) -> SweepResult:
+    """Measure every point of ``config`` not yet in the run's records.jsonl.
+
+    Every input is checked before anything is written; on resume a torn last line is first
+    moved to a side file (``warn`` says where, with its size) and every unreadable line is
+    reported with its number (its point is measured again; the line stays where it is).
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= JOBS_MAX:
+        raise UsageError("--jobs", f"{jobs!r} is out of range",
+                         f"an integer from 1 to {JOBS_MAX}")
     points = config.points()
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "records.jsonl").exists() and not (run_dir / "meta.json").exists():
-            raise UsageError("--resume", f"{str(run_dir)!r} is not a run directory",
-                             "a results/<run-id> directory with records.jsonl")
+        run_dir = open_run_dir(resume)
+        earlier = read_meta(run_dir) if (run_dir / "meta.json").exists() else None
     else:
-        run_dir = new_run_dir(Path(results_root), config.name, run_id)
+        run_dir, earlier = new_run_dir(Path(results_root), config.name, run_id), None
     records_path = run_dir / "records.jsonl"
-    previous = read_records(records_path)
+    torn = move_torn_tail(records_path)
+    if torn is not None:
+        warn(f"{records_path}: torn last line ({torn[1]} bytes) moved to {torn[0]}; "
+             "its point is measured again")
+    existing = read_records_checked(records_path)
+    for message in existing.problems(records_path):
+        warn(message + "; its point is measured again")
+    previous = existing.records
     done = {r.point_key for r in previous}
     capped: dict[str, tuple[int, str]] = {}
     for r in previous:
@@ -75,10 +148,10 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *, jobs
     now = datetime.now(UTC).isoformat(timespec="seconds")
     meta = {"run_id": run_dir.name, "config": config.to_json(), "environment": environment(),
             "started_at": now, "points": len(points), "jobs": jobs}
-    if resume is not None and meta_path.exists():
-        earlier = json.loads(meta_path.read_text())
+    if earlier is not None:
         meta["started_at"] = earlier.get("started_at", now)
-        meta["resumed_at"] = [*earlier.get("resumed_at", []), now]
+        resumed = earlier.get("resumed_at", [])
+        meta["resumed_at"] = [*(resumed if isinstance(resumed, list) else []), now]
         meta["resumed_with_records"] = len(previous)
     write_json(meta_path, meta)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
-from suite.config import build_config, load_config, parse_bytes
+from suite.config import CONFIG_DIR, build_config, config_from_json, load_config, parse_bytes
 from suite.errors import UsageError
 
 BASE = """\
@@ -140,3 +143,104 @@ def test_grid_options_override_the_config_options_for_that_grid_only(tmp_path):
 def test_bad_grid_or_config_option_names_the_key(tmp_path, old, new, field):
     with pytest.raises(UsageError, match=field.replace("[", r"\[").replace("]", r"\]")):
         load_config(str(_write(tmp_path, GRID_OPTIONS.replace(old, new))))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+def test_meta_json_round_trips_every_shipped_config(name):
+    """What a run writes into meta.json rebuilds the identical config (per-grid options kept
+    as a table: they used to come back as a list of their keys)."""
+    config = load_config(name)
+    rebuilt = config_from_json(json.loads(json.dumps(config.to_json())))
+    assert rebuilt == config
+    assert [p.key() for p in rebuilt.points()] == [p.key() for p in config.points()]
+
+
+def test_default_config_grid_options_survive_meta_json():
+    payload = json.loads(json.dumps(load_config("default").to_json()))
+    tables = [g["options"] for g in payload["grids"] if g["options"] is not None]
+    assert {"solver": "admm"} in tables  # the qp grid: a table, not ["solver"]
+
+
+HOSTILE = [  # (line to add or replace, the field the one-line message must name)
+    ('problems = [["gd"]]', "c.toml:2: problems"),
+    ("options = 5", "options"),
+    ("grid = [1, 2]", "grid[0]"),
+    ('pair_with = ["x"]', "pair_with"),
+    ("repeats = true", "repeats"),
+    ("repeats = 2.5", "repeats"),
+    ("threads = true", "threads"),
+    ("threads = 999", "threads"),
+    ("timeout_s = nan", "timeout_s"),
+    ("timeout_s = inf", "timeout_s"),
+    ("timeout_s = -1", "timeout_s"),
+    ('timeout_s = "10min"', "timeout_s"),
+    ("memory_cap = -1", "memory_cap"),
+    ('memory_cap = "-1GiB"', "memory_cap"),
+    ("memory_cap = true", "memory_cap"),
+    ('name = "../../../escape"', "name"),
+    ('name = "a/b"', "name"),
+    ('name = "/abs"', "name"),
+    ('name = ".hidden"', "name"),
+    ('name = ""', "name"),
+    ("name = 5", "name"),
+    ("description = [1]", "description"),
+    ("seeds = [-1]", "seeds"),
+    ("seeds = [true]", "seeds"),
+]
+
+
+@pytest.mark.parametrize("line, field", HOSTILE)
+def test_hostile_top_level_values_are_one_line_naming_the_field(tmp_path, line, field):
+    key = line.split(" =")[0]
+    lines = [row for row in BASE.splitlines() if not row.startswith(f"{key} =")]
+    text = line + "\n" + "\n".join(lines) if key not in ("problems",) else BASE.replace(
+        'problems = ["gd"]', line)
+    if key == "grid":  # replace the [[grid]] tables by a list of integers
+        text = line + "\n" + BASE.split("[[grid]]")[0]
+    with pytest.raises(UsageError) as err:
+        load_config(str(_write(tmp_path, text)))
+    message = str(err.value)
+    assert field in message and "\n" not in message and "allowed:" in message
+
+
+@pytest.mark.parametrize("extra, field", [
+    ("\n[options.ift-cg]\ntol = nan\n", "options.ift-cg.tol"),
+    ("\n[options.ift-cg]\ntol = inf\n", "options.ift-cg.tol"),
+    ("\n[options.ift-cg]\ntol = []\n", "options.ift-cg.tol"),
+    ("\n[options.ift-cg]\nmaxiter = true\n", "options.ift-cg.maxiter"),
+    ("\n[options]\nmomentum = nan\n", "options.momentum"),
+])
+def test_nan_inf_booleans_and_empty_grids_in_options_are_rejected(tmp_path, extra, field):
+    with pytest.raises(UsageError, match=re.escape(field)):
+        load_config(str(_write(tmp_path, BASE + extra)))
+
+
+def test_n_and_K_have_upper_bounds(tmp_path):
+    with pytest.raises(UsageError, match=r"grid\[0\]\.K.*to 10000000"):
+        load_config(str(_write(tmp_path, BASE.replace("K = [10, 100]", "K = [100000000]"))))
+    with pytest.raises(UsageError, match=r"grid\[0\]\.n.*to 100000"):
+        load_config(str(_write(tmp_path, BASE.replace("n = [10]\n", "n = [1000000]\n", 1))))
+
+
+def test_config_paths_that_cannot_be_read_are_one_line(tmp_path):
+    with pytest.raises(UsageError, match="--config.*is a directory"):
+        load_config(str(tmp_path))
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b'name = "\xff"\n')
+    with pytest.raises(UsageError, match="--config.*not UTF-8"):
+        load_config(str(bad))
+    with pytest.raises(UsageError, match="--config"):
+        load_config("")
+
+
+@pytest.mark.parametrize("payload, field", [
+    ([1, 2], "meta.json: config"),
+    ({"name": "x"}, "config.problems"),
+    ({"name": "x", "problems": ["gd"], "backends": ["unrolled"], "frameworks": ["torch"],
+      "grids": {"n": 1}}, "config.grids"),
+    ({"name": "x", "problems": ["gd"], "backends": ["unrolled"], "frameworks": ["torch"],
+      "grids": [{"n": [5], "K": [5]}], "settings": {"threads": "x"}}, "config.threads"),
+])
+def test_damaged_meta_json_config_names_the_key(payload, field):
+    with pytest.raises(UsageError, match=re.escape(field)):
+        config_from_json(payload)

@@ -1,8 +1,16 @@
-"""Records on disk: durable appends, torn lines ignored, the DataFrame loader."""
+"""Records on disk: durable appends, torn lines set aside, unreadable lines reported, frames."""
 
 from __future__ import annotations
 
-from suite.records import RECORD_FIELDS, Record, append_record, load_frame, read_records
+from suite.records import (
+    RECORD_FIELDS,
+    Record,
+    append_record,
+    load_frame,
+    move_torn_tail,
+    read_records,
+    read_records_checked,
+)
 
 
 def _record(K: int, status: str = "ok") -> Record:
@@ -31,3 +39,41 @@ def test_load_frame_has_every_schema_column(tmp_path):
     assert list(frame["status"]) == ["ok", "oom"]
     assert list(frame["peak_bytes"]) == [1000, 2000]
     assert frame["options_str"][0] == "tol=1e-06"
+
+
+def test_torn_tail_is_moved_aside_whole_and_the_next_append_is_readable(tmp_path):
+    path = tmp_path / "records.jsonl"
+    for K in (1, 2, 3):
+        append_record(path, _record(K))
+    complete = path.read_bytes()
+    fragment = b'{"problem": "gd", "backend": "unrol'  # a writer killed mid-line
+    with open(path, "ab") as fh:
+        fh.write(fragment)
+    side, nbytes = move_torn_tail(path)
+    assert nbytes == len(fragment) == 35
+    assert side.read_bytes() == fragment and side.parent == tmp_path
+    assert path.read_bytes() == complete  # the complete lines untouched, byte for byte
+    assert move_torn_tail(path) is None  # nothing torn any more
+    append_record(path, _record(4))
+    checked = read_records_checked(path)
+    assert [r.K for r in checked.records] == [1, 2, 3, 4]
+    assert checked.unreadable == [] and checked.torn_bytes == 0
+
+
+def test_every_unreadable_line_is_reported_with_its_number(tmp_path):
+    path = tmp_path / "records.jsonl"
+    append_record(path, _record(1))
+    with open(path, "ab") as fh:
+        fh.write(b"[1, 2]\n{}\n\xff\xfe not utf-8\n{garbage\n")
+    append_record(path, _record(2))
+    with open(path, "ab") as fh:
+        fh.write(b'{"torn')
+    checked = read_records_checked(path)
+    assert [r.K for r in checked.records] == [1, 2]
+    assert [line for line, _ in checked.unreadable] == [2, 3, 4, 5]
+    reasons = dict(checked.unreadable)
+    assert "list" in reasons[2] and "problem" in reasons[3] and "UTF-8" in reasons[4]
+    assert "JSON" in reasons[5]
+    assert checked.torn_bytes == 6
+    messages = checked.problems(path)
+    assert len(messages) == 5 and f"{path}:4:" in messages[2] and "6 bytes" in messages[4]
