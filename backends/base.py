@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Theory:
-    """What DESIGN.md's theory table predicts for a strategy, as bands of log–log slopes.
+    """What docs/theory.md predicts for a strategy, as bands of log–log slopes.
 
     ``memory_K``: exponent of peak memory in K at fixed n; ``memory_n``: in n at fixed K
     (x ∈ ℝⁿ, θ ∈ ℝᵖ with p ∝ n); ``time_K``: exponent of time in K.

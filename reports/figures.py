@@ -1,12 +1,20 @@
-"""Seaborn figures for the report, each returned as a self-contained SVG string.
+"""Matplotlib figures for the report, each returned with the data it plotted.
 
-One colour per strategy (fixed by the registry order, identical in every figure), one panel
-per framework, log–log axes with bytes on binary ticks and seconds on decades.
+Every figure function returns a ``Figure``: the SVG text and the frame of exactly the points
+drawn (one row per series, x and metric), so tests compare what is plotted with the records.
+
+One colour and one marker per strategy (fixed by the registry order, identical in every
+figure, and the legend shows the same marker as the line), one panel per framework, log–log
+axes with bytes on binary ticks, seconds in s/ms/µs, and the measured sizes as x ticks.
+Values a log axis cannot show (an exact 0, or an error below ``ERROR_FLOOR``) are drawn at a
+stated floor with hollow markers, never dropped.
 """
 
 from __future__ import annotations
 
 import io
+import math
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -14,29 +22,72 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FixedLocator,
+    FuncFormatter,
+    MaxNLocator,
+    NullFormatter,
+    NullLocator,
+    ScalarFormatter,
+)
 
 from reports.units import format_bytes, format_seconds  # noqa: E402
 
 LABELS = {"peak_bytes": "peak memory", "trace_bytes": "trace bytes", "time_s": "time per gradient",
-          "grad_rel_error": "relative gradient error", "K": "K (inner iterations)",
+          "grad_rel_error": "relative gradient error",
+          "grad_error_converged": "error vs converged gradient",
+          "grad_error_k_step": "error vs K-step map", "K": "K (inner iterations)",
           "n": "n (problem size)", "grad_norm": "‖dℓ/dθ‖"}
 #: errors at or below this are drawn at this floor (an exact 0 has no place on a log axis)
 ERROR_FLOOR = 1e-17
+ERRORS = ("grad_error_converged", "grad_error_k_step")
+
+#: hand-picked so that all twelve strategies differ in colour *and* marker; related strategies
+#: share a hue family (forward: browns, checkpointing: blues, IFT: warm/green/pink)
+STYLE = {
+    "unrolled": ("#000000", "o"),
+    "forward": ("#8c564b", "v"),
+    "forward-batched": ("#c49c94", "^"),
+    "checkpoint-sqrt": ("#1f77b4", "s"),
+    "checkpoint-binomial": ("#6baed6", "D"),
+    "reversible": ("#9467bd", "P"),
+    "truncated": ("#7f7f7f", "X"),
+    "ift-direct": ("#d62728", "*"),
+    "ift-cg": ("#2ca02c", "h"),
+    "ift-gmres": ("#ff7f0e", "<"),
+    "ift-neumann": ("#bcbd22", ">"),
+    "ift-jfb": ("#e377c2", "p"),
+}
+_SPARE = [("#17becf", "d"), ("#393b79", "8"), ("#637939", "H"), ("#843c39", "1")]
+FRAMEWORK_MARKERS = {"torch": "o", "jax": "s"}
 
 
-def strategy_palette(names: list[str] | None = None) -> dict[str, tuple]:
-    """One colour per strategy, fixed by the registry order, identical in every figure."""
+@dataclass
+class Figure:
+    """An SVG and the points it shows (``data``: one row per drawn point)."""
+
+    svg: str | None
+    data: pd.DataFrame
+
+
+def strategy_style(backend: str) -> tuple[str, str]:
+    """(colour, marker) of a strategy: fixed, identical in every figure."""
+    if backend in STYLE:
+        return STYLE[backend]
+    return _SPARE[sum(map(ord, backend)) % len(_SPARE)]
+
+
+def strategy_palette(names: list[str] | None = None) -> dict[str, str]:
+    """One colour per strategy (kept for callers that colour by strategy only)."""
     import backends
 
-    order = list(backends.registry())
-    colours = sns.color_palette("tab10") + sns.color_palette("Dark2")
-    palette = {name: colours[i % len(colours)] for i, name in enumerate(order)}
-    extra = [n for n in (names or []) if n not in palette]
-    for i, name in enumerate(extra):
-        palette[name] = sns.color_palette("dark", n_colors=len(extra))[i]
-    return palette
+    return {n: strategy_style(n)[0] for n in [*backends.registry(), *(names or [])]}
+
+
+def _order_key(backend: str) -> int:
+    order = list(STYLE)
+    return order.index(backend) if backend in order else len(order)
 
 
 def _svg(fig: plt.Figure) -> str:
@@ -46,25 +97,91 @@ def _svg(fig: plt.Figure) -> str:
     return buf.getvalue()
 
 
-def _format_axis(axis, metric: str) -> None:
-    if metric.endswith("bytes"):
-        axis.set_major_locator(LogLocator(base=2, numticks=9))
-        axis.set_major_formatter(FuncFormatter(lambda v, _: format_bytes(v)))
-    elif metric.endswith("_s"):
-        axis.set_major_formatter(FuncFormatter(lambda v, _: format_seconds(v)))
-    elif metric == "grad_norm":  # often inside one decade: label the minor ticks 2 and 5 too
-        axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
-        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+def series_label(backend: str, strategy_options: str = "") -> str:
+    return backend + (f" ({strategy_options})" if strategy_options else "")
+
+
+# --------------------------------------------------------------------------- ticks
+def binary_ticks(lo: float, hi: float, most: int = 7) -> list[float]:
+    """Powers of two from below ``lo`` to above ``hi``, every 2^s-th so at most ``most`` fit;
+    the stride is rounded up to 1, 2, 5, 10 or 20 so that labels repeat across KiB and MiB."""
+    e0, e1 = math.floor(math.log2(lo)), math.ceil(math.log2(hi))
+    span = max(e1 - e0, 1)
+    stride = max(1, math.ceil(span / (most - 1)))
+    for nicer in (1, 2, 5, 10, 20):
+        if nicer >= stride:
+            stride = nicer
+            break
+    start = e0 - (e0 % stride)
+    return [2.0 ** e for e in range(start, e1 + stride, stride) if 2.0 ** e <= hi * 2 ** stride]
+
+
+def _decade_ticks(lo: float, hi: float) -> list[float]:
+    e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    ticks = [10.0 ** e for e in range(e0, e1 + 1)]
+    if e1 - e0 > 6:  # at most ~6 labels
+        step = math.ceil((e1 - e0) / 6)
+        ticks = [10.0 ** e for e in range(e0, e1 + 1) if (e - e0) % step == 0]
+    inside = [t for t in ticks if lo <= t <= hi]
+    if len(inside) < 2:  # less than a decade: 1, 2, 5 steps
+        ticks = [m * 10.0 ** e for e in range(e0, e1 + 1) for m in (1, 2, 5)]
+    return ticks
+
+
+def _format_y(ax, metric: str, values: np.ndarray) -> None:
+    """Scale and ticks of the metric axis, from the plotted values."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
         return
-    axis.set_minor_formatter(NullFormatter())
+    lo, hi = float(values.min()), float(values.max())
+    if metric.endswith("bytes"):
+        ax.set_yscale("log", base=2)
+        ticks = binary_ticks(lo, hi)
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_bytes(v)))
+    elif metric == "grad_norm" and hi / lo < 10:
+        # a narrow range: linear axis, plain scientific labels distinct enough to read
+        pad = (hi - lo) * 0.1 or abs(hi) * 0.01
+        ax.set_yscale("linear")
+        ax.set_ylim(lo - pad, hi + pad)
+        # round ticks (11.1, 11.2, …), labelled in full: no offset, no "×10ⁿ" corner text
+        ax.yaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+        return
+    else:
+        ax.set_yscale("log")
+        ticks = _decade_ticks(lo, hi)
+        if metric.endswith("_s"):
+            labels = {t: format_seconds(t) for t in ticks}
+        else:
+            labels = {t: f"{t:.0e}".replace("e-0", "e-").replace("e+0", "e") for t in ticks}
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: labels.get(v, "")))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(lo / 1.6, hi * 1.6)
+
+
+def _format_x(ax, variable: str, values: np.ndarray) -> None:
+    """Log x axis ticked at the measured sizes (50, 100, 200 — not 6×10¹)."""
+    ax.set_xscale("log")
+    measured = sorted(set(float(v) for v in values))
+    ax.xaxis.set_major_locator(FixedLocator(measured))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    if len(measured) == 1:
+        ax.set_xlim(measured[0] / 2, measured[0] * 2)
+    else:
+        ax.set_xlim(measured[0] / 1.4, measured[-1] * 1.4)
 
 
 def _guides(ax, x: np.ndarray, y: np.ndarray, slopes: tuple[float, ...],
             variable: str = "K") -> None:
     """Dotted reference lines of the given log–log slopes through the lowest-left point."""
-    if len(x) == 0:
+    if len(x) == 0 or not slopes:
         return
     x0, x1 = float(np.min(x)), float(np.max(x))
+    if x1 <= x0:
+        return
     y0 = float(np.min(y))
     for slope in slopes:
         xs = np.array([x0, x1])
@@ -75,95 +192,261 @@ def _guides(ax, x: np.ndarray, y: np.ndarray, slopes: tuple[float, ...],
                     xytext=(2, 0), textcoords="offset points", va="center")
 
 
-def framework_panels(frame: pd.DataFrame, x: str, y: str, *, guides: tuple[float, ...] = (),
-                     title: str = "") -> str | None:
-    """One log–log panel per framework: ``y`` against ``x``, a line per strategy."""
-    data = frame[(frame["status"] == "ok") & frame[y].notna()].copy()
-    if y == "grad_rel_error":
-        data[y] = data[y].clip(lower=ERROR_FLOOR)
-    data = data[data[y] > 0]
+# --------------------------------------------------------------------------- series figures
+def floor_for(metric: str, values: pd.Series) -> float:
+    """Where a value a log axis cannot show is drawn: ``ERROR_FLOOR`` for errors; for bytes and
+    other metrics the power of two (or ten) below half the smallest positive value."""
+    if "error" in metric:
+        return ERROR_FLOOR
+    positive = values[values > 0]
+    if positive.empty:
+        return 1.0
+    low = float(positive.min()) / 2
+    return 2.0 ** math.floor(math.log2(low)) if metric.endswith("bytes") else \
+        10.0 ** math.floor(math.log10(low))
+
+
+def plot_data(frame: pd.DataFrame, x: str, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """The points a series figure draws: one row per (series, x, metric), the median over
+    repeated records of one point only. ``at_floor`` marks values drawn at the floor (an exact
+    0, or an error below ``ERROR_FLOOR``); missing values (not measured) are not drawn."""
+    data = frame[frame["status"] == "ok"] if "status" in frame else frame
+    rows = []
+    for metric in metrics:
+        if metric not in data:
+            continue
+        values = pd.to_numeric(data[metric], errors="coerce")
+        sub = data.assign(value=values)[values.notna()]
+        if sub.empty:
+            continue
+        keys = ["backend", "strategy_options", "framework", x]
+        sub = sub.groupby(keys, dropna=False, as_index=False)["value"].median()
+        floor = floor_for(metric, sub["value"])
+        sub["metric"] = metric
+        sub["floor"] = floor
+        sub["at_floor"] = sub["value"] <= (floor if "error" in metric else 0)
+        sub["plotted"] = sub["value"].where(~sub["at_floor"], floor)
+        sub["label"] = [series_label(b, o) for b, o in
+                        zip(sub["backend"], sub["strategy_options"].fillna(""), strict=True)]
+        rows.append(sub)
+    if not rows:
+        return pd.DataFrame(columns=["backend", "strategy_options", "framework", x, "value",
+                                     "metric", "floor", "at_floor", "plotted", "label"])
+    out = pd.concat(rows, ignore_index=True)
+    out["_o"] = out["backend"].map(_order_key)
+    return out.sort_values(["metric", "_o", "label", "framework", x]).drop(columns="_o") \
+        .reset_index(drop=True)
+
+
+def _floor_caption(metric: str, floor: float) -> str:
+    if "error" in metric:
+        return f"hollow at {floor:.0e}: error 0 or ≤ {floor:.0e}"
+    if metric.endswith("bytes"):
+        return f"hollow at {format_bytes(floor)}: exactly 0 B"
+    return f"hollow at {floor:g}: exactly 0"
+
+
+def series_figure(frame: pd.DataFrame, x: str, metrics: tuple[str, ...], *, title: str = "",
+                  guides: tuple[float, ...] = ()) -> Figure:
+    """One row of panels per metric, one column per framework: each metric against ``x``
+    (log–log), a line per (strategy, strategy options). A series measured at one x only is a
+    lone marker. Values at the floor are hollow markers on a dashed floor line."""
+    data = plot_data(frame, x, metrics)
     if data.empty:
-        return None
-    # a curve against K is drawn at one n, and against n at one K: the value of the other
-    # variable that the most points share (the sweep's fixed value), never a median across it
-    other = "n" if x == "K" else "K"
-    held = data.groupby(other)[x].nunique().idxmax()
-    data = data[data[other] == held].copy()
-    # a lone point is no curve (e.g. strategies measured only at the K sweep's n)
-    series = ["backend", "strategy_options", "problem_options"]
-    data = data[data.groupby(series)[x].transform("nunique") >= 2]
-    if data.empty:
-        return None
-    title = f"{title}, {other} = {held}" if title else f"{other} = {held}"
-    # problem options that differ between series (savi's wrt=…) are part of the label
-    shown = ["strategy_options"] + (["problem_options"]
-                                    if data["problem_options"].nunique() > 1 else [])
-    data["strategy"] = [
-        backend + (f" ({', '.join(extra)})" if extra else "")
-        for backend, *opts in data[["backend", *shown]].itertuples(index=False)
-        for extra in [[o for o in opts if o]]]
-    frameworks = [f for f in ("torch", "jax") if f in set(data["framework"])]
-    sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, len(frameworks), figsize=(5.6 * len(frameworks), 4.1),
-                             squeeze=False, sharey=True)
-    palette = strategy_palette(sorted(data["backend"].unique()))
-    order = [s for b in palette for s in sorted(data["strategy"].unique())
-             if s.split(" (")[0] == b]
-    strategy_colours = {s: palette[s.split(" (")[0]] for s in order}
-    for ax, framework in zip(axes.flat, frameworks, strict=True):
-        sub = data[data["framework"] == framework]
-        sub = sub.groupby(["strategy", x], as_index=False)[y].median()
-        sns.lineplot(data=sub, x=x, y=y, hue="strategy", hue_order=order, style="strategy",
-                     style_order=order, markers=True, dashes=False, palette=strategy_colours,
-                     ax=ax, legend=False, errorbar=None)
-        ax.set_xscale("log")
-        ax.set_yscale("log", base=2 if y.endswith("bytes") else 10)
-        _format_axis(ax.yaxis, y)
-        ax.set(title=f"{title} — {framework}" if title else framework,
-               xlabel=LABELS.get(x, x), ylabel=LABELS.get(y, y))
-        _guides(ax, sub[x].to_numpy(), sub[y].to_numpy(), guides, x)
-    handles = [plt.Line2D([], [], color=strategy_colours[s], marker="o", lw=1.5, label=s)
-               for s in order if s in set(data["strategy"])]
+        return Figure(None, data)
+    frameworks = [f for f in ("torch", "jax") if f in set(data["framework"])] + sorted(
+        set(data["framework"]) - {"torch", "jax"})
+    shown = [m for m in metrics if m in set(data["metric"])]
+    plt.rcdefaults()
+    fig, axes = plt.subplots(len(shown), len(frameworks),
+                             figsize=(5.4 * len(frameworks), 3.7 * len(shown)), squeeze=False,
+                             sharey="row")
+    labels = data.drop_duplicates("label")[["label", "backend"]]
+    for r, metric in enumerate(shown):
+        mdata = data[data["metric"] == metric]
+        for c, framework in enumerate(frameworks):
+            ax = axes[r, c]
+            sub = mdata[mdata["framework"] == framework]
+            for label, line in sub.groupby("label", sort=False):
+                colour, marker = strategy_style(line["backend"].iloc[0])
+                line = line.sort_values(x)
+                ax.plot(line[x], line["plotted"], color=colour, marker=marker, lw=1.5, ms=6,
+                        label=label, markerfacecolor=colour)
+                low = line[line["at_floor"]]
+                if len(low):  # redraw floor points hollow, over the filled marker
+                    ax.plot(low[x], low["plotted"], ls="none", marker=marker, ms=8,
+                            markerfacecolor="white", markeredgecolor=colour, mew=1.5)
+            if mdata["at_floor"].any():
+                floor = float(mdata["floor"].iloc[0])
+                ax.axhline(floor, ls="--", lw=0.8, color="0.6", zorder=0)
+                ax.annotate(_floor_caption(metric, floor), (0.01, floor),
+                            xycoords=("axes fraction", "data"), fontsize=7, color="0.35",
+                            xytext=(0, 3), textcoords="offset points")
+            _format_x(ax, x, mdata[x].to_numpy())
+            ax.set_title(f"{framework}" + (f" — {title}" if title and r == 0 else ""),
+                         fontsize=10)
+            ax.set_xlabel(LABELS.get(x, x))
+            ax.set_ylabel(LABELS.get(metric, metric) if c == 0 else "")
+            ax.grid(True, which="major", color="0.9")
+            lines = sub[~sub["at_floor"]]
+            if guides and len(lines):
+                _guides(ax, lines[x].to_numpy(float), lines["plotted"].to_numpy(float),
+                        guides, x)
+        _format_y(axes[r, 0], metric, mdata["plotted"].to_numpy(float))
+    handles = [Line2D([], [], color=strategy_style(b)[0], marker=strategy_style(b)[1], lw=1.5,
+                      ms=6, label=lab) for lab, b in labels.itertuples(index=False)]
+    if data["at_floor"].any():
+        handles.append(Line2D([], [], color="0.4", marker="o", ls="none", ms=7,
+                              markerfacecolor="white", label="at the floor (see panel)"))
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small",
                frameon=False, title="strategy")
     fig.tight_layout()
-    return _svg(fig)
+    return Figure(_svg(fig), data)
 
 
-def pareto_plot(points: pd.DataFrame, title: str = "") -> str | None:
-    """Peak memory against time at the largest K; marker size grows with the error; Pareto
-    points ringed in black."""
+# --------------------------------------------------------------------------- Pareto
+def _spread_labels(targets: list[float], gap: float, lo: float = 0.0,
+                   hi: float = 1.0) -> list[float]:
+    """Label positions (axes fraction) as close as possible to ``targets`` (sorted ascending)
+    yet at least ``gap`` apart and inside [lo, hi]: push up, then pull back down from the top."""
+    pos = []
+    for t in targets:
+        pos.append(max(t, lo, pos[-1] + gap if pos else lo))
+    overflow = pos[-1] - hi if pos else 0
+    if overflow > 0:
+        for i in range(len(pos) - 1, -1, -1):
+            limit = hi if i == len(pos) - 1 else pos[i + 1] - gap
+            pos[i] = min(pos[i], limit)
+    return pos
+
+
+def error_sizes(errors: pd.Series) -> tuple[pd.Series, list[tuple[float, float]]]:
+    """Marker area (pt²) from log10 of the error, clipped to the floor, and 3–4 legend entries
+    (error, area) at whole decades."""
+    log_err = np.log10(errors.clip(lower=ERROR_FLOOR).astype(float))
+    lo, hi = float(log_err.min()), float(log_err.max())
+    span = max(hi - lo, 1e-9)
+
+    def area(v: float) -> float:
+        return 30 + 270 * (v - lo) / span
+
+    decades = sorted(set(np.linspace(math.floor(lo), math.ceil(hi), 4).round().astype(int)))
+    legend = [(10.0 ** d, max(area(min(max(d, lo), hi)), 10.0)) for d in decades]
+    return log_err.map(area), legend
+
+
+def pareto_plot(points: pd.DataFrame, title: str = "") -> Figure:
+    """Peak memory against time at one (problem, n, options)'s largest K. Colour and marker
+    shape name the strategy and framework; area grows with the error against the converged
+    gradient (legend of sizes); Pareto points are ringed. Every point is labelled in a column
+    beside the axes, joined to its point by a thin line, so labels never overprint."""
     if points.empty:
-        return None
+        return Figure(None, points)
     data = points.copy()
-    data["error"] = data["error"].clip(lower=ERROR_FLOOR)
-    # larger markers for larger errors: log10 error mapped onto 30–300 pt²
-    log_err = np.log10(data["error"].astype(float))
-    span = max(float(log_err.max() - log_err.min()), 1e-9)
-    data["size"] = 30 + 270 * (log_err - log_err.min()) / span
-    palette = strategy_palette(sorted(data["backend"].unique()))
-    sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for framework, marker in (("torch", "o"), ("jax", "s")):
-        sub = data[data["framework"] == framework]
-        if sub.empty:
-            continue
-        ax.scatter(sub["peak_bytes"], sub["time_s"], s=sub["size"],
-                   c=[palette[b] for b in sub["backend"]], marker=marker, alpha=0.8,
-                   edgecolors=["black" if p else "none" for p in sub["pareto"]], linewidths=1.5)
-        for _, row in sub[sub["pareto"]].iterrows():
-            ax.annotate(f"{row['backend']} ({framework})", (row["peak_bytes"], row["time_s"]),
-                        fontsize=7, xytext=(4, 3), textcoords="offset points")
+    data["error"] = pd.to_numeric(data["error"], errors="coerce")
+    data = data.dropna(subset=["peak_bytes", "time_s", "error"])
+    if data.empty:
+        return Figure(None, data)
+    data["at_floor"] = data["error"] <= ERROR_FLOOR
+    data["size"], size_legend = error_sizes(data["error"])
+    data["label"] = [f"{series_label(b, o)} · {f}" + (" ★" if p else "") for b, o, f, p in
+                     zip(data["backend"], data["strategy_options"].fillna(""),
+                         data["framework"], data["pareto"], strict=True)]
+    plt.rcdefaults()
+    fig, ax = plt.subplots(figsize=(8.0, 5.8))
+    for _, row in data.iterrows():
+        colour, _ = strategy_style(row["backend"])
+        ax.scatter(row["peak_bytes"], row["time_s"], s=row["size"], color=colour, alpha=0.85,
+                   marker=FRAMEWORK_MARKERS.get(row["framework"], "o"),
+                   edgecolors="black" if row["pareto"] else "none", linewidths=1.6, zorder=3)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    _format_axis(ax.xaxis, "peak_bytes")
-    _format_axis(ax.yaxis, "time_s")
+    peaks, times = data["peak_bytes"].to_numpy(float), data["time_s"].to_numpy(float)
+    ax.set_xlim(peaks.min() / 1.5, peaks.max() * 1.5)
+    ticks = binary_ticks(peaks.min() / 1.5, peaks.max() * 1.5)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_bytes(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    _format_y(ax, "time_s", times)
+    ax.grid(True, color="0.9")
     ax.set(xlabel="peak memory", ylabel="time per gradient", title=title)
-    handles = [plt.Line2D([], [], color=palette[b], marker="o", lw=0, label=b)
-               for b in palette if b in set(data["backend"])]
-    handles += [plt.Line2D([], [], color="0.3", marker=m, lw=0, label=f)
-                for f, m in (("torch", "o"), ("jax", "s"))]
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small",
-              frameon=False, title="strategy / framework")
+    # labels: a column right of the axes, ordered as the points are in time
+    fig.canvas.draw()
+    to_axes = ax.transAxes.inverted()
+    pts = [to_axes.transform(ax.transData.transform((p, t))) for p, t in zip(peaks, times,
+                                                                          strict=True)]
+    order = np.argsort([p[1] for p in pts])
+    gap = min(0.06, 1.0 / max(len(data), 1))
+    ys = _spread_labels([float(pts[i][1]) for i in order], gap, 0.0, 1.0)
+    for i, y in zip(order, ys, strict=True):
+        row = data.iloc[i]
+        ax.annotate(row["label"], xy=pts[i], xycoords="axes fraction", xytext=(1.04, y),
+                    textcoords="axes fraction", fontsize=7, va="center",
+                    fontweight="bold" if row["pareto"] else "normal",
+                    color="black" if row["pareto"] else "0.3",
+                    arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.6,
+                                "shrinkA": 0, "shrinkB": 3})
+    handles = [Line2D([], [], ls="none", marker="o", color="0.5", ms=math.sqrt(a),
+                      label=f"error {e:.0e}" + (" (or less)" if e <= ERROR_FLOOR else ""))
+               for e, a in size_legend]
+    handles += [Line2D([], [], ls="none", marker=m, color="0.5", ms=7, label=f)
+                for f, m in FRAMEWORK_MARKERS.items() if f in set(data["framework"])]
+    handles.append(Line2D([], [], ls="none", marker="o", color="white", markeredgecolor="black",
+                          mew=1.6, ms=8, label="Pareto-optimal (★)"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4,
+              fontsize=7, frameon=False, title="marker area: error vs converged gradient",
+              title_fontsize=7)
     fig.tight_layout()
-    return _svg(fig)
+    return Figure(_svg(fig), data)
+
+
+# --------------------------------------------------------------------------- time split
+def time_split_plot(points: pd.DataFrame, title: str = "") -> Figure:
+    """Where the time of one gradient goes, at one point per (strategy, framework): the share
+    of the forward solve (``forward_time_s`` / ``time_s``) and of the rest (the backward pass),
+    as 100 % bars, each labelled with its total time. A forward solve timed alone that takes
+    longer than the whole gradient (JAX at small K: dispatch) is drawn hatched at 100 %."""
+    data = points.copy()
+    for col in ("time_s", "forward_time_s"):
+        data[col] = pd.to_numeric(data[col], errors="coerce")
+    data = data.dropna(subset=["time_s", "forward_time_s"])
+    if data.empty:
+        return Figure(None, data)
+    data = data.groupby(["backend", "strategy_options", "framework"], dropna=False,
+                        as_index=False)[["time_s", "forward_time_s"]].median()
+    data["forward_share"] = (data["forward_time_s"] / data["time_s"]).clip(upper=1.0)
+    data["forward_exceeds"] = data["forward_time_s"] > data["time_s"]
+    data["label"] = [f"{series_label(b, o)} · {f}" for b, o, f in
+                     zip(data["backend"], data["strategy_options"].fillna(""),
+                         data["framework"], strict=True)]
+    data["_o"] = data["backend"].map(_order_key)
+    data = data.sort_values(["_o", "label"], ascending=False).drop(columns="_o") \
+        .reset_index(drop=True)
+    plt.rcdefaults()
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.26 * len(data)))
+    ys = np.arange(len(data))
+    colours = [strategy_style(b)[0] for b in data["backend"]]
+    ax.barh(ys, data["forward_share"], color=colours, edgecolor="0.3",
+            hatch=["//" if e else "" for e in data["forward_exceeds"]], height=0.7,
+            label="forward solve")
+    ax.barh(ys, 1 - data["forward_share"], left=data["forward_share"], color="white",
+            edgecolor="0.3", height=0.7, label="backward (time − forward)")
+    for y, total in zip(ys, data["time_s"], strict=True):
+        ax.annotate(format_seconds(total), (1.0, y), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize=7)
+    ax.set_yticks(ys, data["label"], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.0f} %"))
+    ax.set_xlabel("share of the gradient's time (total at the right)")
+    ax.set_title(title, pad=24)
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor="0.6", edgecolor="0.3",
+                             label="forward solve (strategy colour)"),
+               plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="0.3",
+                             label="backward = time − forward")]
+    if data["forward_exceeds"].any():
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="0.3",
+                                     hatch="//", label="forward alone ≥ total"))
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3,
+              fontsize=7, frameon=False)
+    fig.tight_layout()
+    return Figure(_svg(fig), data)

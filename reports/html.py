@@ -6,87 +6,55 @@ autoescaping; tables are rendered cell by cell in the template, never as raw HTM
 
 from __future__ import annotations
 
-import base64
 import json
-import math
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from reports import figures
-from reports.units import format_bytes, format_seconds
+from reports import claims, decision, problem_sections, record_tables, views
 from suite import analysis
 from suite.records import load_frame
 
 
-def _b64(svg: str | None) -> str | None:
-    return None if svg is None else base64.b64encode(svg.encode()).decode()
+def _problem_section(problem: str, frame: pd.DataFrame) -> dict:
+    """One problem's figure groups and tables (``reports.problem_sections``)."""
+    return problem_sections.problem_section(problem, frame)
 
 
-def _cell(col: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if col.endswith("_bytes"):
-        return format_bytes(value)
-    if col.endswith("_s"):
-        return format_seconds(value)
-    if "error" in col or col in {"inner_residual", "error_bound"}:
-        return f"{value:.2e}"
-    if "exponent" in col or col in {"slope", "theory_lo", "theory_hi"}:
-        return f"{value:.2f}"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+def _compact(table: pd.DataFrame, headers: dict[str, str], title: str) -> dict:
+    """A record table with its constant columns stated once ("common") instead of repeated."""
+    shown, common = record_tables.drop_constant_columns(table)
+    return {"title": title, "table": views.record_table(shown, headers),
+            "common": "; ".join(f"{headers.get(k, k)} = {v}" for k, v in common.items()
+                                if k != "problem")}
 
 
-def _table(frame: pd.DataFrame, columns: list[str], headers: dict[str, str] | None = None) -> dict:
-    headers = headers or {}
-    present = [c for c in columns if c in frame.columns]
-    return {"columns": [headers.get(c, c) for c in present],
-            "rows": [[_cell(c, row[c]) for c in present] for _, row in frame.iterrows()]}
-
-
-def _problem_section(problem: str, frame: pd.DataFrame, crossovers: pd.DataFrame,
-                     pareto: pd.DataFrame, exponents: pd.DataFrame) -> dict:
-    sub = frame[frame["problem"] == problem]
-    figs = {
-        "peak_vs_K": figures.framework_panels(sub, "K", "peak_bytes", guides=(1, 0.5),
-                                              title="peak memory"),
-        "trace_vs_K": figures.framework_panels(sub, "K", "trace_bytes", guides=(1, 0.5),
-                                               title="trace bytes"),
-        "peak_vs_n": figures.framework_panels(sub, "n", "peak_bytes", guides=(1, 2),
-                                              title="peak memory"),
-        "time_vs_K": figures.framework_panels(sub, "K", "time_s", guides=(1,), title="time"),
-        "error_vs_K": figures.framework_panels(sub, "K", "grad_rel_error", title="error"),
-        "grad_norm_vs_K": figures.framework_panels(sub, "K", "grad_norm",
-                                                   title="gradient norm"),
-    }
-    par = pareto[pareto["problem"] == problem] if len(pareto) else pareto
-    figs["pareto"] = figures.pareto_plot(par, title=f"{problem}: at the largest K") \
-        if len(par) else None
-    cross = crossovers[crossovers["problem"] == problem] if len(crossovers) else crossovers
-    exps = exponents[exponents["problem"] == problem] if len(exponents) else exponents
+def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> dict:
+    """The report's own sections beside the per-problem figures: the decision table (also
+    written to ``decision_csv``), the claims of Chiu (2021) with verdicts, exact counts, the
+    strategies' diagnostics, warnings grouped by kind, and the configuration."""
+    table = decision.decision_table(frame)
+    decision.write_csv(table, decision_csv)
+    counts = record_tables.counts_table(frame)
+    headers = {"problem_options": "problem options", "strategy_options": "options",
+               "dim_theta": "dim θ"}
     return {
-        "name": problem,
-        "figures": {k: _b64(v) for k, v in figs.items()},
-        "crossovers": _table(cross, ["backend", "strategy_options", "framework", "dtype", "n",
-                                     "problem_options",
-                                     "K_grid", "crossover_time_K", "crossover_memory_K",
-                                     "n_squared"],
-                             {"strategy_options": "options", "crossover_time_K": "faster from K",
-                              "crossover_memory_K": "smaller from K", "n_squared": "n²"}),
-        "pareto": _table(par.sort_values(["pareto", "peak_bytes"], ascending=[False, True])
-                         if len(par) else par,
-                         ["backend", "strategy_options", "framework", "n", "problem_options", "K",
-                          "peak_bytes", "time_s", "error", "pareto"],
-                         {"strategy_options": "options", "problem_options": "problem options"}),
-        "exponents": _table(exps, ["backend", "strategy_options", "framework", "variable", "n", "K",
-                                   "metric", "slope", "theory_lo", "theory_hi", "x_min", "x_max",
-                                   "agrees"], {"strategy_options": "options"}),
+        "decision": views.decision_view(table, decision.DEFAULT_TOLERANCE),
+        "decision_tolerance": views.tolerance_text(decision.DEFAULT_TOLERANCE),
+        "decision_csv": decision_csv.name,
+        "theory_doc": (Path(__file__).resolve().parents[1] / "docs" / "theory.md").as_uri(),
+        "claims": views.claims_view(claims.evaluate_all(frame)),
+        "count_tables": [_compact(record_tables.merge_identical_frameworks(
+            counts[counts["problem"] == p]), headers, title=p)
+            for p in sorted(counts["problem"].unique())],
+        "diagnostics": [{"family": family, **_compact(table_, headers, title=title)}
+                        for family, title in (("ift", "IFT strategies"),
+                                              ("reversible", "reversible"))
+                        for table_ in [record_tables.diagnostics_table(frame, family)]
+                        if len(table_)],
+        "warning_groups": record_tables.warning_groups(frame),
+        "config_view": record_tables.config_view(config),
     }
 
 
@@ -97,17 +65,10 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     config = meta.get("config", {"name": "?"})
 
-    if frame.empty:
-        exponents = crossovers = pareto = summary = pd.DataFrame()
-    else:
+    if not frame.empty:
         frame = analysis.annotate(frame)
-        exponents = pd.concat([analysis.scaling_exponents(frame, "K"),
-                               analysis.scaling_exponents(frame, "n")], ignore_index=True)
-        crossovers = analysis.crossovers(frame)
-        pareto = analysis.pareto_front(frame)
-        summary = analysis.summary(frame)
-
-    sections = [_problem_section(p, frame, crossovers, pareto, exponents)
+    summary = problem_sections.summary_view(frame) if not frame.empty else []
+    sections = [_problem_section(p, frame)
                 for p in sorted(frame["problem"].unique())] if not frame.empty else []
     failures = [] if frame.empty else [
         {"label": f"{r['problem']}/{r['backend']}/{r['framework']} {r['dtype']} n={r['n']} "
@@ -130,23 +91,20 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
                        f"{' (dirty)' if env.get('git', {}).get('dirty') else ''}"),
     ] + [(name, version or "not installed") for name, version in versions.items()]
 
+    out = Path(out) if out else run_dir / "report.html"
+    # the decision table's CSV lies beside the report (RUN_DIR/decision.csv by default)
+    own = _record_sections(frame, config, out.parent / "decision.csv")
     by_status = sorted(frame["status"].value_counts().items()) if not frame.empty else []
     tmpl_env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                            autoescape=select_autoescape(["html", "j2"]))
     html = tmpl_env.get_template("report.html.j2").render(
         run_id=meta.get("run_id", run_dir.name), meta=meta, config=config,
-        config_json=json.dumps(config, indent=2),
         counts={"total": len(frame), "by_status": by_status},
-        summary=_table(summary, ["problem", "backend", "framework", "memory_exponent",
-                                 "memory_theory", "time_exponent", "error_at_max_K", "max_K",
-                                 "agrees"],
-                       {"memory_exponent": "memory exponent in K", "memory_theory": "theory",
-                        "time_exponent": "time exponent in K", "error_at_max_K":
-                        "error at largest K", "max_K": "largest K", "agrees": "agrees"}),
-        tolerance=analysis.EXPONENT_TOLERANCE, tail=analysis.TAIL_POINTS,
+        summary=summary,
+        tolerance=analysis.EXPONENT_TOLERANCE, min_fit_points=analysis.MIN_FIT_POINTS,
+        min_fit_span=analysis.MIN_FIT_SPAN,
         sections=sections, failures=failures, warnings=warnings[:200],
-        warnings_total=len(warnings), environment=environment,
+        warnings_total=len(warnings), environment=environment, **own,
     )
-    out = Path(out) if out else run_dir / "report.html"
     out.write_text(html, encoding="utf-8")
     return out

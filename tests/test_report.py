@@ -52,6 +52,24 @@ def test_report_is_self_contained_and_escaped(quick_run):
     assert "<svg" in svg and "K (inner iterations)" in svg  # labelled axes
 
 
+def test_report_opens_with_the_decision_table_and_writes_its_csv(quick_run):
+    import csv
+
+    from reports.claims import CLAIMS
+
+    html = (quick_run / "report.html").read_text()
+    # the decision table and the claims come before any figure
+    assert html.index('id="decision"') < html.index('id="claims"') < html.index("<figure")
+    rows = list(csv.DictReader(open(quick_run / "decision.csv")))
+    frame = load_frame(quick_run)
+    assert len(rows) == int((frame["status"] == "ok").sum())  # one row per ok record
+    assert {(r["backend"], r["framework"]) for r in rows} == set(
+        zip(frame[frame["status"] == "ok"]["backend"], frame[frame["status"] == "ok"]["framework"],
+            strict=True))
+    for claim in CLAIMS:
+        assert f'id="claim-{claim.id}"' in html
+
+
 def test_report_renders_in_headless_chromium(quick_run, tmp_path):
     require_browser()
     with chromium(str(tmp_path / "profile")) as driver:
@@ -68,3 +86,26 @@ def test_report_renders_in_headless_chromium(quick_run, tmp_path):
         assert errors == []
         shot = tmp_path / "report.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_quick_report_plots_every_series_of_its_k_sweep(quick_run):
+    """The quick sweep (gd, n = 8, K ∈ {10, 100}): one K figure group holding every ok
+    (strategy, framework), both errors in its figures, the summary without merged rows."""
+    from reports import figures
+    from suite import analysis
+
+    frame = analysis.annotate(load_frame(quick_run))
+    groups = analysis.figure_groups(frame, "K")
+    assert [(g.problem, g.value) for g in groups] == [("gd", 8)]
+    ok = frame[frame["status"] == "ok"]
+    fig = figures.series_figure(groups[0].frame, "K", figures.ERRORS)
+    for metric in figures.ERRORS:
+        shown = fig.data[fig.data["metric"] == metric]
+        assert set(zip(shown["backend"], shown["framework"], strict=True)) == \
+            set(zip(ok["backend"], ok["framework"], strict=True))
+    html = (quick_run / "report.html").read_text()
+    assert f'id="fig-{groups[0].slug()}"' in html
+    assert html.count('id="fig-') == len(groups)  # no n sweep in the quick config
+    summary = analysis.summary(frame)
+    swept = ok.groupby(["backend", "framework"])["K"].nunique()
+    assert len(summary) == (swept >= 2).sum()

@@ -1,0 +1,168 @@
+"""What the record knows beyond the figures, as tables for the report: exact counts, the
+strategies' diagnostics, warnings grouped by kind, and the run's configuration.
+
+Pure functions of the records frame (and of ``meta.json``'s config); the HTML template only
+lays the returned rows out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pandas as pd
+
+import backends
+from suite import analysis
+
+COUNT_COLUMNS = ["step_evals", "vjp_evals", "jvp_evals", "hvp_evals", "solver_iters"]
+#: what identifies one row of the per-point tables; a row never merges two of these
+POINT_COLUMNS = ["problem", "problem_options", "dtype", "n", "K", "backend",
+                 "strategy_options", "framework"]
+#: a number inside a warning's text: integer, decimal or scientific, with optional sign — not
+#: a digit that is part of a name (x_0, log2)
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?!\w)")
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    order = {name: i for i, name in enumerate(backends.registry())}
+    out = frame.assign(_order=frame["backend"].map(lambda b: order.get(b, len(order))),
+                       _fw=frame["framework"] != "torch")
+    return out.sort_values(["problem", "problem_options", "dtype", "n", "K", "_order",
+                            "strategy_options", "_fw"], kind="stable").drop(
+        columns=["_order", "_fw"])
+
+
+def counts_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per ok record: the exact operation counts (null where a count does not apply),
+    with dim θ beside them (forward mode's counts are dim θ · K)."""
+    data = analysis.ok_rows(frame)
+    if data.empty:
+        return pd.DataFrame(columns=POINT_COLUMNS + ["dim_theta"] + COUNT_COLUMNS)
+    return _sorted(data)[POINT_COLUMNS + ["dim_theta"] + COUNT_COLUMNS].reset_index(drop=True)
+
+
+def merge_identical_frameworks(counts: pd.DataFrame) -> pd.DataFrame:
+    """One row for the frameworks of a point whose counts are all equal (framework "torch,
+    jax"), separate rows where they differ: the counts are exact, so a difference is news."""
+    if counts.empty:
+        return counts
+    keys = [c for c in POINT_COLUMNS if c != "framework"]
+    rows = []
+    for _, group in counts.groupby(keys, sort=False, dropna=False):
+        values = group[["dim_theta"] + COUNT_COLUMNS].astype("string").fillna("–")
+        if len(group) > 1 and (values.nunique() == 1).all():
+            row = group.iloc[0].copy()
+            row["framework"] = ", ".join(group["framework"])
+            rows.append(row)
+        else:
+            rows.extend(r for _, r in group.iterrows())
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def drop_constant_columns(frame: pd.DataFrame, candidates: tuple[str, ...] = (
+        "problem", "problem_options", "dtype", "strategy_options")) -> tuple[pd.DataFrame,
+                                                                             dict[str, str]]:
+    """The frame without those of the identity ``candidates`` that hold one value throughout
+    (measurements are never dropped), and those values, to state once above the table."""
+    constant = [c for c in candidates
+                if c in frame.columns and len(frame) and frame[c].astype(str).nunique() == 1]
+    shown = {c: str(frame[c].iloc[0]) for c in constant if str(frame[c].iloc[0]) not in (
+        "", "nan", "None", "<NA>")}
+    return frame.drop(columns=constant), shown
+
+
+def diagnostics_table(frame: pd.DataFrame, family: str) -> pd.DataFrame:
+    """The ``diagnostics`` dict of each ok record of a family, one column per key present.
+
+    ``family``: ``"ift"`` (strategies judged against the converged gradient: the adjoint
+    check against a dense float64 solve, ∂F/∂x's condition number, Neumann's ρ, plus the
+    record's ``inner_residual``, ``solver_converged`` and ``error_bound``) or ``"reversible"``
+    (the information buffer: bits per step against log₂(1/γ), capacity, exact reconstruction).
+    """
+    data = analysis.ok_rows(frame)
+    if data.empty:
+        return pd.DataFrame()
+    if family == "ift":
+        data = data[data["backend"].str.startswith("ift-")]
+        extra = ["inner_residual", "solver_converged", "solver_iters", "error_bound"]
+    elif family == "reversible":
+        data = data[data["backend"] == "reversible"]
+        extra = ["trace_bytes", "peak_bytes"]
+    else:
+        raise ValueError(f"family: {family!r} (allowed: ift, reversible)")
+    if data.empty:
+        return pd.DataFrame()
+    diag = pd.DataFrame([d if isinstance(d, dict) else {} for d in data["diagnostics"]],
+                        index=data.index)
+    out = pd.concat([data[POINT_COLUMNS + extra], diag], axis=1)
+    return _sorted(out).reset_index(drop=True)
+
+
+def warning_kind(message: str) -> str:
+    """A warning's kind: its text with every number replaced by ``#`` (so "‖F‖ = 1.2e-03"
+    and "‖F‖ = 4.0e-07" are one kind)."""
+    return _NUMBER.sub("#", str(message)).strip()
+
+
+def warnings_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (record, warning): the point's identity, the message and its kind — the
+    data to mark warned points on the figures."""
+    if frame.empty:
+        return pd.DataFrame(columns=POINT_COLUMNS + ["message", "kind"])
+    data = analysis.annotate(frame) if "problem_options" not in frame else frame
+    rows = [{**{c: r[c] for c in POINT_COLUMNS}, "message": w, "kind": warning_kind(w)}
+            for r in data.to_dict("records") for w in (r.get("warnings") or [])]
+    return pd.DataFrame(rows, columns=POINT_COLUMNS + ["message", "kind"])
+
+
+def warning_groups(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Warnings grouped by kind, most frequent first: the kind, how many records carry it, one
+    example message, and the points compactly — one line per (problem, options, strategy,
+    framework, n) with its K values."""
+    table = warnings_frame(frame)
+    groups = []
+    for kind, group in table.groupby("kind", sort=False):
+        lines = []
+        keys = ["problem", "problem_options", "backend", "strategy_options", "framework",
+                "dtype", "n"]
+        for key, sub in group.groupby(keys, sort=True):
+            info = dict(zip(keys, key, strict=True))
+            ks = ", ".join(str(k) for k in sorted(sub["K"].unique()))
+            label = " ".join(str(v) for v in (info["problem"], info["problem_options"],
+                                              info["backend"], info["strategy_options"],
+                                              info["framework"], f"n={info['n']}") if v)
+            lines.append(f"{label}: K = {ks}")
+        groups.append({"kind": kind, "count": len(group), "example": group["message"].iloc[0],
+                       "points": lines})
+    return sorted(groups, key=lambda g: -g["count"])
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {_text(v)}" for k, v in value.items()) or "–"
+    return str(value)
+
+
+def config_view(config: dict[str, Any]) -> dict[str, Any]:
+    """The run's configuration as rows a reader can scan: the general settings, one row per
+    grid (its problems, strategies, n, K and options; "all" where the grid narrows nothing),
+    and the raw JSON (non-ASCII kept: γ, not \\u03b3) for copying."""
+    general_keys = ["name", "description", "source", "problems", "backends", "frameworks",
+                    "dtypes", "device", "seeds", "options", "backend_options"]
+    general = [(key, _text(config[key])) for key in general_keys if key in config]
+    general += [(f"settings: {k}", _text(v)) for k, v in (config.get("settings") or {}).items()]
+    grids = [{"problems": _text(g.get("problems")) if g.get("problems") else "all",
+              "backends": _text(g.get("backends")) if g.get("backends") else "all",
+              "frameworks": _text(g.get("frameworks")) if g.get("frameworks") else "all",
+              "dtypes": _text(g.get("dtypes")) if g.get("dtypes") else "all",
+              "n": _text(g.get("n")), "K": _text(g.get("K")),
+              "options": _text(g.get("options")) if g.get("options") else "–"}
+             for g in config.get("grids") or []]
+    return {"general": general, "grids": grids,
+            "json": json.dumps(config, indent=2, ensure_ascii=False)}
