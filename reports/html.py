@@ -11,10 +11,27 @@ from pathlib import Path
 
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from reports import claims, decision, problem_sections, record_tables, views
 from suite import analysis
 from suite.records import load_frame
+
+
+THEORY_DOC = Path(__file__).resolve().parents[1] / "docs" / "theory.md"
+
+
+def theory_html() -> Markup | None:
+    """docs/theory.md rendered into the report, so the file stays self-contained and the theory
+    the fits are judged against travels with the numbers (None where the doc is not shipped,
+    e.g. a non-editable install)."""
+    if not THEORY_DOC.exists():
+        return None
+    from markdown_it import MarkdownIt
+
+    # our own document, not user input: rendered as HTML (html=False keeps raw tags inert)
+    return Markup(MarkdownIt("commonmark", {"html": False}).enable("table")
+                  .render(THEORY_DOC.read_text(encoding="utf-8")))
 
 
 def _problem_section(problem: str, frame: pd.DataFrame) -> dict:
@@ -43,7 +60,7 @@ def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> d
         "decision": views.decision_view(table, decision.DEFAULT_TOLERANCE),
         "decision_tolerance": views.tolerance_text(decision.DEFAULT_TOLERANCE),
         "decision_csv": decision_csv.name,
-        "theory_doc": (Path(__file__).resolve().parents[1] / "docs" / "theory.md").as_uri(),
+        "theory_html": theory_html(),
         "claims": views.claims_view(claims.evaluate_all(frame)),
         "count_tables": [_compact(record_tables.merge_identical_frameworks(
             counts[counts["problem"] == p]), headers, title=p)

@@ -218,3 +218,22 @@ def test_a_run_without_successful_points_still_reports_its_failures(tmp_path):
     assert parser.tables["failures"][1][1:] == ["oom", "over the cap"]
     assert {row[2] for row in parser.tables["claims"][1:]} == {"not measured in this run"}
     assert (tmp_path / "decision.csv").read_text().startswith("problem,problem_options,")
+
+
+def test_theory_table_travels_inside_the_report(report):
+    """The report embeds docs/theory.md (no link to a file on the machine that wrote it): one
+    row per registered strategy, with the memory-in-K band the exponent fits are judged by."""
+    import backends
+
+    def band(lo_hi: tuple[float, float]) -> str:
+        lo, hi = lo_hi
+        return f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"
+
+    rows = {r[0]: r for r in report["tables"]["theory"] if r and r[0] in backends.registry()}
+    assert set(rows) == set(backends.registry())
+    header = next(r for r in report["tables"]["theory"] if r[0] == "strategy")
+    col = header.index("memory in K")
+    for name, strategy in backends.registry().items():
+        assert rows[name][col] == band(strategy.theory.memory_K), name
+    assert "file://" not in report["html"]
+    assert 'href="#theory"' in report["html"]
