@@ -39,6 +39,8 @@ LABELS = {"peak_bytes": "peak memory", "trace_bytes": "trace bytes", "time_s": "
           "grad_error_converged": "error vs converged gradient",
           "grad_error_k_step": "error vs K-step map", "K": "K (inner iterations)",
           "n": "n (problem size)", "grad_norm": "‖dℓ/dθ‖"}
+#: the ring drawn around a point whose record carries a warning
+WARNING_COLOUR = "#d62728"
 #: errors at or below this are drawn at this floor (an exact 0 has no place on a log axis)
 ERROR_FLOOR = 1e-17
 ERRORS = ("grad_error_converged", "grad_error_k_step")
@@ -209,8 +211,13 @@ def floor_for(metric: str, values: pd.Series) -> float:
 def plot_data(frame: pd.DataFrame, x: str, metrics: tuple[str, ...]) -> pd.DataFrame:
     """The points a series figure draws: one row per (series, x, metric), the median over
     repeated records of one point only. ``at_floor`` marks values drawn at the floor (an exact
-    0, or an error below ``ERROR_FLOOR``); missing values (not measured) are not drawn."""
+    0, or an error below ``ERROR_FLOOR``); ``warned`` marks points whose record carries a
+    warning (IFT away from a solution, solver at maxiter, …); missing values (not measured)
+    are not drawn."""
     data = frame[frame["status"] == "ok"] if "status" in frame else frame
+    warned = (data["warnings"].map(lambda w: isinstance(w, list | tuple) and len(w) > 0)
+              if "warnings" in data else pd.Series(False, index=data.index))
+    data = data.assign(warned=warned.astype(bool))
     rows = []
     for metric in metrics:
         if metric not in data:
@@ -220,7 +227,8 @@ def plot_data(frame: pd.DataFrame, x: str, metrics: tuple[str, ...]) -> pd.DataF
         if sub.empty:
             continue
         keys = ["backend", "strategy_options", "framework", x]
-        sub = sub.groupby(keys, dropna=False, as_index=False)["value"].median()
+        sub = sub.groupby(keys, dropna=False, as_index=False).agg(
+            value=("value", "median"), warned=("warned", "any"))
         floor = floor_for(metric, sub["value"])
         sub["metric"] = metric
         sub["floor"] = floor
@@ -231,7 +239,8 @@ def plot_data(frame: pd.DataFrame, x: str, metrics: tuple[str, ...]) -> pd.DataF
         rows.append(sub)
     if not rows:
         return pd.DataFrame(columns=["backend", "strategy_options", "framework", x, "value",
-                                     "metric", "floor", "at_floor", "plotted", "label"])
+                                     "warned", "metric", "floor", "at_floor", "plotted",
+                                     "label"])
     out = pd.concat(rows, ignore_index=True)
     out["_o"] = out["backend"].map(_order_key)
     return out.sort_values(["metric", "_o", "label", "framework", x]).drop(columns="_o") \
@@ -276,6 +285,10 @@ def series_figure(frame: pd.DataFrame, x: str, metrics: tuple[str, ...], *, titl
                 if len(low):  # redraw floor points hollow, over the filled marker
                     ax.plot(low[x], low["plotted"], ls="none", marker=marker, ms=8,
                             markerfacecolor="white", markeredgecolor=colour, mew=1.5)
+                flagged = line[line["warned"]]
+                if len(flagged):  # a ring: the number stands, but read the warning first
+                    ax.plot(flagged[x], flagged["plotted"], ls="none", marker="o", ms=13,
+                            markerfacecolor="none", markeredgecolor=WARNING_COLOUR, mew=1.2)
             if mdata["at_floor"].any():
                 floor = float(mdata["floor"].iloc[0])
                 ax.axhline(floor, ls="--", lw=0.8, color="0.6", zorder=0)
@@ -298,6 +311,10 @@ def series_figure(frame: pd.DataFrame, x: str, metrics: tuple[str, ...], *, titl
     if data["at_floor"].any():
         handles.append(Line2D([], [], color="0.4", marker="o", ls="none", ms=7,
                               markerfacecolor="white", label="at the floor (see panel)"))
+    if data["warned"].any():
+        handles.append(Line2D([], [], ls="none", marker="o", ms=11, markerfacecolor="none",
+                              markeredgecolor=WARNING_COLOUR, mew=1.2,
+                              label="record has a warning (see Warnings)"))
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small",
                frameon=False, title="strategy")
     fig.tight_layout()

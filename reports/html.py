@@ -17,7 +17,6 @@ from reports import claims, decision, problem_sections, record_tables, views
 from suite import analysis
 from suite.records import load_frame
 
-
 THEORY_DOC = Path(__file__).resolve().parents[1] / "docs" / "theory.md"
 
 

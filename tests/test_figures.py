@@ -260,3 +260,21 @@ def test_two_dtypes_are_two_figure_groups_and_two_summary_rows():
     tape = analysis.tape_cost(frame).set_index("dtype")
     assert tape.loc["float32", "trace_bytes_factor"] == pytest.approx(10.0)
     assert tape.loc["float64", "trace_bytes_factor"] == pytest.approx(5.0)
+
+
+def test_points_with_warnings_are_ringed_and_only_those():
+    """A record's warnings (IFT away from a solution, …) mark its points in every K figure."""
+    rows = [record("gd", b, fw, 8, K) for b in ("unrolled", "ift-cg") for fw in ("torch", "jax")
+            for K in (10, 100, 1000)]
+    for r in rows:
+        if r["backend"] == "ift-cg" and r["K"] == 10:
+            r["warnings"] = ["IFT applied away from a solution: ‖F(θ, x_K)‖ = 1.0e-01"]
+    fig = figures.series_figure(to_frame(rows), "K", ("peak_bytes", "grad_error_converged"))
+    ringed = fig.data[fig.data["warned"]]
+    assert set(zip(ringed["backend"], ringed["framework"], ringed["K"], ringed["metric"],
+                   strict=True)) == {("ift-cg", fw, 10, m) for fw in ("torch", "jax")
+                                     for m in ("peak_bytes", "grad_error_converged")}
+    assert "record has a warning" in fig.svg
+    clean = figures.series_figure(to_frame([r for r in rows if not r["warnings"]]), "K",
+                                  ("peak_bytes",))
+    assert not clean.data["warned"].any() and "record has a warning" not in clean.svg

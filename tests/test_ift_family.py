@@ -9,11 +9,12 @@ import pytest
 from backends.linear_solvers import conjugate_gradient, gmres, neumann_series
 from problems.gd import GradientDescentHyper
 from suite.diagnostics import adjoint_diagnostics
+from suite.errors import UnsupportedError
 from suite.point import Point
 from suite.program import evaluate, prepare
 
 from .conftest import FRAMEWORKS
-from .helpers import rel
+from .helpers import SMALL, rel
 
 PROBLEM = GradientDescentHyper()
 
@@ -117,7 +118,22 @@ def _x_K(prep) -> np.ndarray:
     return fw.to_numpy(x)
 
 
-def test_prepare_rejects_alpha_less_problems_cleanly():
+@pytest.mark.parametrize("backend", ["ift-neumann", "ift-jfb"])
+@pytest.mark.parametrize("problem", ["qp", "softmax", "sparsemax"])
+def test_prepare_rejects_alpha_less_problems_cleanly(problem, backend):
+    """A problem without a default step α refuses Neumann/JFB before anything runs, in one line
+    naming the option; given α, the same point prepares and carries it."""
+    options = SMALL.get(problem, {})
+    with pytest.raises(UnsupportedError) as exc:
+        prepare(Point(problem, backend, "torch", n=4, K=3, options=options))
+    message = str(exc.value)
+    assert "alpha" in message and problem in message and "\n" not in message
+    given = prepare(Point(problem, backend, "torch", n=4, K=3,
+                          options={**options, "alpha": "0.05"}))
+    assert given.options["alpha"] == 0.05
+
+
+@pytest.mark.parametrize("backend", ["ift-neumann", "ift-jfb"])
+def test_gd_supplies_its_inner_step_as_alpha(backend):
     # gd has a default α (its inner step), so both α-strategies are valid without the option
-    for backend in ("ift-neumann", "ift-jfb"):
-        assert prepare(Point("gd", backend, "torch", n=4, K=3)).options.get("alpha") is None
+    assert prepare(Point("gd", backend, "torch", n=4, K=3)).options.get("alpha") is None

@@ -24,16 +24,14 @@ FLAT_IN_K = ["forward", "forward-batched", "checkpoint-binomial", "truncated", "
 KIB = 1024
 
 
-def _flat(a: int, b: int) -> bool:
-    return abs(b - a) <= 0.10 * max(a, KIB)
-
-
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("backend", FLAT_IN_K)
 def test_trace_is_flat_in_K(framework, backend):
+    # trace_bytes is deterministic and these strategies keep nothing per step: the bytes at
+    # K = 1600 equal those at K = 100 exactly (achieved: equal for every strategy, 0 B to 85 KB)
     opts, n = OPTIONS.get(backend, {}), SIZE.get(backend, 50)
-    assert _flat(trace_bytes(backend, framework, 100, n, **opts),
-                 trace_bytes(backend, framework, 1600, n, **opts))
+    assert (trace_bytes(backend, framework, 100, n, **opts)
+            == trace_bytes(backend, framework, 1600, n, **opts))
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

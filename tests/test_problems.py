@@ -6,17 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import backends
 import problems
 from problems.base import numpy_namespace
-from suite.errors import UnsupportedError
 from suite.point import Point, validate_point
 from suite.program import evaluate
 
+from . import support_matrix
 from .conftest import FRAMEWORKS
 from .helpers import SMALL, rel, trace_bytes
 
-PROBLEMS = list(problems.registry())
+PROBLEMS = list(support_matrix.PROBLEMS)
 SIZE = {"savi": 2}
 #: K at which each problem's solver has converged to rounding (for the converged reference)
 CONVERGED_K = {"gd": 4000, "softmax": 4000, "sparsemax": 120, "savi": 2000, "qp": 2000}
@@ -78,16 +77,17 @@ def test_unrolled_equals_the_k_step_reference(name, framework):
     assert rel(ev.gradient, problem.reference_gradient(inst, K, "k_step")) < 1e-8
 
 
-def _supported(name: str, backend: str, n: int = 4) -> bool:
-    try:
-        validate_point(Point(name, backend, "torch", n=n, K=3, options=SMALL.get(name, {})))
-    except UnsupportedError:
-        return False
-    return True
-
-
+# Case lists come from the pinned support matrix (tests/support_matrix.py), not from asking
+# the code what it supports: a cell that stops being supported fails instead of vanishing.
 IFT_EXACT = ["ift-direct", "ift-cg", "ift-gmres"]
-IFT_CASES = [(p, b) for p in PROBLEMS for b in IFT_EXACT if _supported(p, b)]
+IFT_CASES = [(p, b) for p in PROBLEMS for b in IFT_EXACT
+             if support_matrix.runs(p, b, SMALL.get(p, {}))]
+
+
+#: IFT at x_K ≈ x* against the converged reference: achieved ≤ 2.6e-14 for the dense and the
+#: GMRES solves (qp ift-gmres JAX), ≤ 2.2e-11 for CG (savi torch; CG stops at relative
+#: residual 1e-10, and savi's ∂F/∂x is the least well conditioned)
+IFT_TOLERANCE = {"ift-direct": 1e-12, "ift-gmres": 1e-12, "ift-cg": 1e-9}
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -97,15 +97,17 @@ def test_ift_at_a_solution_equals_the_converged_reference(name, backend, framewo
     problem, inst = _instance(name, n)
     ev = evaluate(Point(name, backend, framework, n=n, K=CONVERGED_K[name],
                         options=SMALL.get(name, {})))
-    assert rel(ev.gradient, problem.reference_gradient(inst, 1, "converged")) < 1e-8
+    error = rel(ev.gradient, problem.reference_gradient(inst, 1, "converged"))
+    assert error < IFT_TOLERANCE[backend]
 
 
 def test_every_problem_has_an_exact_ift_strategy():
     assert {p for p, _ in IFT_CASES} == set(PROBLEMS)
 
 
-AGREE_CASES = [(p, b) for p in PROBLEMS for b in backends.registry()
-               if b not in ("forward", "forward-batched") and _supported(p, b)]
+AGREE_CASES = [(p, b) for p in PROBLEMS for b in support_matrix.BACKENDS
+               if b not in ("forward", "forward-batched")
+               and support_matrix.runs(p, b, SMALL.get(p, {}))]
 
 
 @pytest.mark.parametrize("name, backend", AGREE_CASES)
@@ -114,7 +116,11 @@ def test_torch_and_jax_agree(name, backend):
     point = dict(n=n, K=40, options=SMALL.get(name, {}))
     torch_grad = evaluate(Point(name, backend, "torch", **point)).gradient
     jax_grad = evaluate(Point(name, backend, "jax", **point)).gradient
-    assert rel(torch_grad, jax_grad) < 1e-8
+    # the same formula in both frameworks: achieved ≤ 2.2e-14 (savi reversible); the Krylov
+    # solvers stop at relative residual 1e-10 after iterations whose rounding differs,
+    # achieved ≤ 1.1e-12 (savi ift-cg)
+    tolerance = 1e-10 if backend in ("ift-cg", "ift-gmres") else 1e-12
+    assert rel(torch_grad, jax_grad) < tolerance
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

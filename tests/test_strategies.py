@@ -36,7 +36,8 @@ def test_unrolled_equals_k_step_reference(framework, K, instance):
 @pytest.mark.parametrize("backend", ["ift-direct", "ift-cg"])
 def test_ift_equals_converged_reference_at_a_solution(framework, backend, instance):
     ev = evaluate(Point("gd", backend, framework, n=N, K=1500))
-    assert _rel(ev.gradient, PROBLEM.reference_gradient(instance, 1, "converged")) < 1e-6
+    # achieved ≤ 8.2e-15 (torch ift-cg): x_1500 is w* to rounding
+    assert _rel(ev.gradient, PROBLEM.reference_gradient(instance, 1, "converged")) < 1e-12
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
