@@ -6,6 +6,9 @@ TORCH_SPEC ?= torch==2.13.0
 CONFIG     ?= default
 JOBS       ?= 1
 PYTEST_ARGS ?=
+# test files are spread over this many pytest processes (pytest-xdist; one file stays in one
+# process, so module fixtures such as the report test's sweep run once): 2 on a 2-core machine
+TEST_WORKERS ?= 2
 
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -29,7 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python -m suite run --config $(CONFIG) --jobs $(JOBS) --report
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The CI regression gate: the gate sweep against benchmarks/baseline.json (exit 1 on regression).
 gate: $(STAMP)
