@@ -517,9 +517,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
     baseline_path = args.baseline or gate.DEFAULT_BASELINE
     if args.json is not None:
-        gate.check_writable_file(args.json, "--json")  # before sweeping: nothing measured is lost
+        output_file("--json", args.json)  # before sweeping: nothing measured is lost
     if args.update_baseline:
-        gate.check_writable_file(baseline_path, "--baseline")
+        output_file("--baseline", baseline_path)
     config = load_config(args.config)
     if args.run is not None:
         if not (args.run / "records.jsonl").exists():
@@ -553,7 +553,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Exit 0: no cell regressed; 1: some did (the table says which); 2: bad input."""
-    from suite import compare, gate
+    from suite import compare
     from suite.records import load_frame, read_records_checked
 
     for flag, run_dir in (("RUN_A", args.run_a), ("RUN_B", args.run_b)):
@@ -564,7 +564,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for line in read_records_checked(path).problems(path):  # said, never skipped quietly
             print(f"ift-bench compare: {flag}: {line}", file=sys.stderr)
     if args.out is not None:
-        gate.check_writable_file(args.out, "--out")
+        output_file("--out", args.out)
     result = compare.compare_runs(load_frame(args.run_a), load_frame(args.run_b))
     print(compare.render_text(result))
     if args.out is not None:

@@ -283,17 +283,6 @@ def previous_baseline(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def check_writable_file(path: Path, flag: str) -> None:
-    """Refuse, before any measuring, an output file whose directory does not exist (a typo is
-    more likely than a wish for new directories) or that is itself a directory."""
-    if path.is_dir():
-        raise UsageError(flag, f"{str(path)!r} is a directory", "a file path")
-    parent = path.parent
-    if not parent.is_dir():
-        raise UsageError(flag, f"the directory {str(parent)!r} does not exist",
-                         "a file in an existing directory")
-
-
 def baseline_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
     if not isinstance(old, dict) or not isinstance(old.get("cells"), dict):
         return f"new baseline: {len(new['cells'])} cells"
