@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import statistics
 import tempfile
 import time
@@ -278,6 +279,7 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
         threads=settings.threads, timeout_s=settings.timeout_s,
         memory_cap_bytes=settings.memory_cap_bytes,
         wall_s=time.perf_counter() - wall_start, started_at=started, point_key=point.key(),
+        node=socket.gethostname(),
     )
 
 

@@ -15,9 +15,13 @@ from typing import Any
 
 STATUSES = ("ok", "error", "timeout", "oom", "unsupported", "skipped")
 #: the record layout's version, written into every record. 1: no ``schema_version`` key and no
-#: per-repeat ``times_s``; 2: both. Bump it whenever a field is added, removed or changes meaning,
+#: per-repeat ``times_s``; 2: both; 3: adds ``peer``, ``trace_note``, ``reference_source``,
+#: ``problem_origin`` and ``node``. Bump it whenever a field is added, removed or changes meaning,
 #: and teach ``Record.from_json`` to migrate the older layouts.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: the fields each older layout lacks; reading such a record fills them with their defaults
+ADDED_IN = {2: ("times_s",), 3: ("peer", "trace_note", "reference_source", "problem_origin",
+                                 "node")}
 
 
 @dataclass
@@ -54,10 +58,16 @@ class Record:
     peak_bytes: int | None = None
     peak_method: str | None = None
     trace_bytes: int | None = None
+    #: why ``trace_bytes`` is null for a row whose tape the meter cannot see (a peer library
+    #: keeping its factors outside autograd's saved tensors); null when it was measured
+    trace_note: str | None = None
     rss_peak_bytes: int | None = None
     # accuracy
     grad_rel_error: float | None = None
     reference: str | None = None
+    #: who computed the float64 references: ``problem`` (its own ``reference_gradient``) or
+    #: ``suite`` (generic float64 reverse mode / dense IFT, for problems that supply none)
+    reference_source: str | None = None
     #: the error against each float64 reference (``grad_rel_error`` is the one of ``reference``)
     grad_error_k_step: float | None = None
     grad_error_converged: float | None = None
@@ -73,6 +83,13 @@ class Record:
     hvp_evals: int | None = None
     solver_iters: int | None = None
     # context
+    #: the library a peer row measures, with its version (``"jaxopt 0.8.5"``); null for ours
+    peer: str | None = None
+    #: where the problem's code came from: ``{"module", "file", "sha256"}`` (the file's hash),
+    #: so that a results directory says what was measured
+    problem_origin: dict[str, Any] | None = None
+    #: hostname of the machine the point was measured on
+    node: str | None = None
     dim_theta: int | None = None
     dim_x: int | None = None
     options_resolved: dict[str, Any] = field(default_factory=dict)
@@ -94,8 +111,8 @@ class Record:
     def from_json(cls, d: dict[str, Any]) -> Record:
         """A record from its JSON object, migrated to the current layout.
 
-        A record without ``schema_version`` is version 1; its fields that version 1 lacked
-        (``times_s``) become None. A newer version, or a key this version does not know, raises
+        A record without ``schema_version`` is version 1; the fields its version lacked
+        (``ADDED_IN``) take their defaults (None). A newer version, or a key this version does not know, raises
         a ``UsageError`` naming it: silently dropping fields would lose measurements.
         """
         from suite.errors import UsageError
@@ -109,7 +126,8 @@ class Record:
             raise UsageError("schema_version", f"{version!r} is not a record layout this "
                              f"ift-bench reads (a newer ift-bench wrote it?)",
                              f"integers 1 … {SCHEMA_VERSION}")
-        known = {f.name for f in fields(cls)}
+        later = {name for v, names in ADDED_IN.items() if v > version for name in names}
+        known = {f.name for f in fields(cls)} - later
         unknown = sorted(set(d) - known)
         if unknown:
             raise UsageError(f"record key {unknown[0]!r}",

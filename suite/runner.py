@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,7 @@ def failure_record(point: Point, settings: Settings, status: str, error: str,
                   options=dict(point.options), status=status, error=error,
                   threads=settings.threads, timeout_s=settings.timeout_s,
                   memory_cap_bytes=settings.memory_cap_bytes, wall_s=wall_s,
-                  point_key=point.key())
+                  point_key=point.key(), node=socket.gethostname())
 
 
 class Isolator:

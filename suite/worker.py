@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import traceback
 
@@ -101,7 +102,8 @@ def main(argv: list[str]) -> int:
                         options=dict(point.options), status=status,
                         error=f"{type(exc).__name__}: {exc}"[:2000] + "\n" + text[-3000:],
                         threads=settings.threads, timeout_s=settings.timeout_s,
-                        memory_cap_bytes=settings.memory_cap_bytes, point_key=point.key())
+                        memory_cap_bytes=settings.memory_cap_bytes, point_key=point.key(),
+                        node=socket.gethostname())
     write_json(Path(out_path), record.to_json())
     return 0
 

@@ -14,7 +14,7 @@ from scipy.stats import mannwhitneyu
 from suite import compare, gate
 from suite.cli import main
 from suite.config import build_config
-from suite.records import SCHEMA_VERSION, Record, load_frame, read_records
+from suite.records import ADDED_IN, SCHEMA_VERSION, Record, load_frame, read_records
 from suite.sweep import run_sweep
 
 TINY = {"name": "tiny-compare", "problems": ["gd"], "backends": ["unrolled", "ift-cg"],
@@ -115,12 +115,21 @@ def _identity() -> dict:
 
 def test_version_1_records_migrate_with_times_missing():
     record = Record.from_json({**_identity(), "time_s": 0.5, "repeats": 5})
-    assert record.schema_version == SCHEMA_VERSION == 2
+    assert record.schema_version == SCHEMA_VERSION == 3
     assert record.times_s is None and record.time_s == 0.5
 
 
+def test_version_2_records_migrate_and_may_not_carry_version_3_fields():
+    from suite.errors import UsageError
+
+    record = Record.from_json({**_identity(), "schema_version": 2, "times_s": [0.5]})
+    assert (record.schema_version, record.peer, record.node) == (3, None, None)
+    with pytest.raises(UsageError, match="record key 'peer'"):
+        Record.from_json({**_identity(), "schema_version": 2, "peer": "jaxopt 0.8.5"})
+
+
 @pytest.mark.parametrize("payload, field", [
-    ({"schema_version": 3}, "schema_version"),
+    ({"schema_version": 4}, "schema_version"),
     ({"schema_version": "2"}, "schema_version"),
     ({"schema_version": True}, "schema_version"),
     ({"peak_bytes_v3": 1}, "record key 'peak_bytes_v3'"),
@@ -241,7 +250,10 @@ def test_version_1_runs_compare_without_a_rank_test(two_runs, tmp_path, capsys):
     run_a, _ = two_runs
 
     def version_1(payload):
-        del payload["schema_version"], payload["times_s"]
+        del payload["schema_version"]
+        for names in ADDED_IN.values():
+            for name in names:
+                del payload[name]
         return payload
 
     old = _copy_records(run_a, tmp_path / "v1", version_1)
