@@ -53,6 +53,16 @@ class Strategy(ABC):
         """Why this strategy cannot run on ``problem`` in ``framework`` (None: it can)."""
         return None
 
+    def peer_label(self) -> str | None:
+        """The library (with its version) a peer row measures, e.g. ``"jaxopt 0.8.5"``; None for
+        the suite's own strategies. Recorded as ``peer``."""
+        return None
+
+    def trace_unmeasurable(self, framework: str) -> str | None:
+        """Why ``trace_bytes`` cannot be metered honestly for this strategy in ``framework``
+        (recorded as ``trace_note``, with ``trace_bytes`` null); None when it can."""
+        return None
+
     def options_reason(
         self, problem: Problem, problem_options: dict[str, Any], strategy_options: dict[str, Any]
     ) -> str | None:

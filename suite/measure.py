@@ -208,7 +208,9 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
     else:
         peak, peak_method = device_peak, f"{point.framework}-{point.device}-allocator"
     rss = rss_peak_bytes(call_gradient) if point.device == "cpu" else None
-    trace = fw.trace_bytes(raw_gradient, theta, arrays)
+    # a tape the meter cannot see is recorded as unmeasured, with why, never as a smaller number
+    trace_note = strategy.trace_unmeasurable(point.framework)
+    trace = None if trace_note is not None else int(fw.trace_bytes(raw_gradient, theta, arrays))
 
     counter = OpCounter()
     with fw.counting(counter):
@@ -267,7 +269,8 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
         compile_s=max(0.0, first_call_s - time_s) if point.framework == "jax" else None,
         repeats=settings.repeats, times_s=times, time_ratio=time_ratio,
         time_ratio_to=settings.pair_with,
-        peak_bytes=peak, peak_method=peak_method, trace_bytes=int(trace), rss_peak_bytes=rss,
+        peak_bytes=peak, peak_method=peak_method, trace_bytes=trace, trace_note=trace_note,
+        rss_peak_bytes=rss, peer=strategy.peer_label(),
         grad_rel_error=errors[strategy.reference], reference=strategy.reference,
         grad_error_k_step=errors["k_step"], grad_error_converged=errors["converged"],
         grad_norm=float(np.linalg.norm(grad_np)), inner_residual=residual,
