@@ -4,7 +4,12 @@ PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 CONFIG     ?= default
-JOBS       ?= 1
+# points in flight (empty: 1 locally, the cluster's CPUs over threads on Ray)
+JOBS       ?=
+# where points run: local (fresh processes on this machine) or ray (a Ray cluster; ADDRESS=auto
+# or HOST:PORT joins a running one, empty starts a local one)
+EXECUTOR   ?= local
+ADDRESS    ?=
 PYTEST_ARGS ?=
 # test files are spread over this many pytest processes (pytest-xdist; one file stays in one
 # process, so module fixtures such as the report test's sweep run once): 2 on a 2-core machine
@@ -22,14 +27,15 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, from TORCH_SPEC (the CPU build on this machine), so nothing pulls a CUDA build.
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,peers,ray]'
 	# qpth: the established QP layer the qp tests cross-check against. Its metadata pins
 	# numpy<2, which it does not need (it runs on numpy 2); install it without dependencies.
 	$(BIN)/pip install --quiet --no-deps qpth==0.0.18
 	touch $(STAMP)
 
 bench: $(STAMP)
-	$(BIN)/python -m suite run --config $(CONFIG) --jobs $(JOBS) --report
+	$(BIN)/python -m suite run --config $(CONFIG) $(if $(JOBS),--jobs $(JOBS)) --executor $(EXECUTOR) \
+		$(if $(ADDRESS),--address $(ADDRESS)) --report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)

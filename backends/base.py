@@ -58,6 +58,12 @@ class Strategy(ABC):
         the suite's own strategies. Recorded as ``peer``."""
         return None
 
+    def counterpart(self) -> str | None:
+        """The strategy of ours a peer row stands beside: the harness also runs it, untimed, on
+        the same instance and records ‖g_ours − g_peer‖/‖g_peer‖ (diagnostic
+        ``grad_rel_diff_ours``). None for the suite's own strategies."""
+        return None
+
     def trace_unmeasurable(self, framework: str) -> str | None:
         """Why ``trace_bytes`` cannot be metered honestly for this strategy in ``framework``
         (recorded as ``trace_note``, with ``trace_bytes`` null); None when it can."""

@@ -8,12 +8,20 @@ A problem supplies, for parameters θ (``theta``) and an inner solver with state
                                     duals recovered from it; the identity for plain descent),
 * ``residual(x, θ) → F``           optimality conditions, F(θ, x*) = 0 at a solution,
 * ``loss(x, θ) → ℓ``               the scalar outer objective whose gradient dℓ/dθ is measured,
-* ``reference_gradient(K, kind)``  the float64 gradient a strategy is judged against.
+* ``reference_gradient(K, kind)``  optional: the float64 gradient a strategy is judged
+                                    against (without it the suite computes both references,
+                                    ``suite.references``).
 
 The math is written once against an array namespace ``xp`` (``jax.numpy``,
 ``array_api_compat.torch``, or ``array_api_compat.numpy`` for references and residual checks),
 so torch and JAX run the same formula on the same numbers. Instance data is generated in
-numpy float64 from the seed and converted by the framework adapter.
+numpy float64 from the seed and converted by the framework adapter. A problem written with one
+framework's own calls declares it (``frameworks = ("torch",)``): the other framework's cells
+are unsupported, and float64 checks run in the declared framework instead of numpy.
+
+This protocol is public API: problems outside the package (``package.module:Class``,
+``path/to/file.py:Class``, entry points ``ift_bench.problems``) implement it; see the README,
+"Measuring your own problem".
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ from suite.options import Option
 
 ReferenceKind = Literal["k_step", "converged"]
 REFERENCE_KINDS: tuple[str, ...] = ("k_step", "converged")
+#: the methods every problem implements (``solution``, ``reference_gradient`` and the rest
+#: have defaults)
+REQUIRED_METHODS: tuple[str, ...] = ("generate", "init", "step", "residual", "loss")
+JACOBIAN_STRUCTURES: tuple[str, ...] = ("spd", "symmetric", "general")
 
 
 @dataclass(frozen=True)
@@ -60,13 +72,16 @@ class Problem(ABC):
     """
 
     name: ClassVar[str]
-    title: ClassVar[str]
+    title: ClassVar[str] = ""
     #: what the size knob ``n`` means for this problem
-    size_meaning: ClassVar[str]
+    size_meaning: ClassVar[str] = "n: the problem's size knob"
     options: ClassVar[tuple[Option, ...]] = ()
     #: structure of ∂F/∂x at a solution: "spd" (symmetric positive definite, e.g. a Hessian),
     #: "symmetric" (indefinite, e.g. a KKT matrix in symmetric form) or "general"
     jacobian_structure: ClassVar[str] = "general"
+    #: the one framework the math is written for (e.g. ``("torch",)``), or None: written once
+    #: against ``xp`` and run by every framework. The other framework's cells are unsupported.
+    frameworks: ClassVar[tuple[str, ...] | None] = None
 
     @abstractmethod
     def generate(self, n: int, seed: int, options: Mapping[str, Any]) -> Instance:
@@ -92,9 +107,41 @@ class Problem(ABC):
     def loss(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
         """ℓ(x, θ), a scalar."""
 
-    @abstractmethod
     def reference_gradient(self, instance: Instance, K: int, kind: ReferenceKind) -> np.ndarray:
-        """float64 dℓ/dθ of the exact K-step map (``k_step``) or at the solution (``converged``)."""
+        """float64 dℓ/dθ of the exact K-step map (``k_step``) or at the solution (``converged``).
+
+        Optional. A problem that does not override it has its references computed by the
+        suite (``suite.references``; records say ``reference_source = "suite"``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} supplies no reference_gradient")
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether the problem supplies its own ``reference_gradient``."""
+        return type(self).reference_gradient is not Problem.reference_gradient
+
+    def framework_reason(self, framework: str) -> str | None:
+        """Why ``framework`` cannot run this problem (a single-framework problem), or None."""
+        if self.frameworks is None or framework in self.frameworks:
+            return None
+        return (f"problem {self.name} is written for {', '.join(self.frameworks)} only "
+                f"(it declares frameworks = {tuple(self.frameworks)!r})")
+
+    def protocol_errors(self) -> list[str]:
+        """What is wrong with the declarations of this problem class, in words (empty: none)."""
+        out = []
+        if self.jacobian_structure not in JACOBIAN_STRUCTURES:
+            out.append(f"jacobian_structure = {self.jacobian_structure!r} is not one of "
+                       f"{', '.join(JACOBIAN_STRUCTURES)}")
+        fws = self.frameworks
+        if fws is not None and (not isinstance(fws, tuple | list) or len(fws) != 1
+                                or fws[0] not in ("torch", "jax")):
+            out.append(f"frameworks = {fws!r}: declare one framework, ('torch',) or ('jax',), "
+                       "or None for both")
+        if not isinstance(self.options, tuple | list) or not all(
+                isinstance(o, Option) for o in self.options):
+            out.append("options must be a tuple of suite.options.Option")
+        return out
 
     def unsupported_reason(self, strategy: str, framework: str) -> str | None:
         """Why this problem cannot be measured with ``strategy`` (None: it can)."""
@@ -108,6 +155,28 @@ class Problem(ABC):
     def neumann_alpha(self, consts: Mapping[str, Any]) -> float | None:
         """A step α with ρ(I − α ∂F/∂x) < 1 near a solution (Neumann series, JFB), if the
         problem knows one — typically the inner solver's own step size."""
+        return None
+
+    # ---- optional block structure (used by the IFT family; see README) --------------------
+    def blocks(self, consts: Mapping[str, Any]) -> int | None:
+        """B when x and F split into B independent blocks of m = dim x / B entries each:
+        block b of F(θ, x) reads block b of x only, so ∂F/∂x is block-diagonal (B blocks of
+        m × m) once x is viewed through ``to_blocks``. θ may be shared by every block.
+        Default None: no structure declared, the IFT treats x as one block."""
+        return None
+
+    def to_blocks(self, xp: Any, consts: Mapping[str, Any], v: Any) -> Any:
+        """The (…, B, m) block view of vectors (…, dim x) laid out like x (or F), leading axes
+        kept. Default: x is block-contiguous, a reshape. Override for an interleaved layout."""
+        return xp.reshape(v, (*v.shape[:-1], self.blocks(consts) or 1, -1))
+
+    def from_blocks(self, xp: Any, consts: Mapping[str, Any], V: Any) -> Any:
+        """Inverse of ``to_blocks``: (…, B, m) → (…, dim x) in the layout of x."""
+        return xp.reshape(V, (*V.shape[:-2], -1))
+
+    def residual_jacobian(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
+        """∂F/∂x in closed form as its (B, m, m) diagonal blocks in ``to_blocks`` order (B = 1
+        without blocks), or None (default): the IFT builds it by forward mode."""
         return None
 
 

@@ -33,9 +33,13 @@ batch),
     F(θ, x) = [ Qz + q + Gᵀλ + Aᵀν ;  diag(λ)(Gz − h) ;  Az − b ],
 
 whose Jacobian [[Q, Gᵀ, Aᵀ], [diag(λ)G, diag(Gz − h), 0], [A, 0, 0]] is not symmetric:
-``ift-direct`` and ``ift-gmres`` apply, ``ift-cg`` does not. (Eq. 12 writes the equality row
-as diag(ν)(Az − b), singular wherever some ν_j = 0; OptNet differentiates Az − b, and so do
-we.) The IFT fails without strict complementarity (λ_i = 0 on an active constraint): reported.
+``ift-direct`` and ``ift-gmres`` apply, ``ift-cg`` does not. The instances are independent:
+x and F split into B blocks (instance i owns (z_i, λ_i, ν_i), gathered by ``to_blocks``), so
+the IFT solves B systems of size n + m + p; with option ``jacobian=closed-form`` (default)
+``ift-direct`` factors the KKT blocks above, as OptNet does, else builds them by forward mode.
+(Eq. 12 writes the equality row as diag(ν)(Az − b), singular wherever some ν_j = 0; OptNet
+differentiates Az − b, and so do we.) The IFT fails without strict complementarity (λ_i = 0
+on an active constraint): reported.
 
 References: ``converged`` — z*, λ*, ν* from the IPM run in float64 to 1e-12 and polished on
 its active set, then the KKT solve per instance (OptNet's backward); checked against finite
@@ -52,6 +56,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as array_device
 
 from problems.base import Instance, Problem, ReferenceKind, numpy_namespace
 from suite.options import Option
@@ -59,12 +64,25 @@ from suite.options import Option
 COMPLEX_STEP = 1e-30
 CONVERGED_TOL = 1e-12  # duality measure μ = sᵀλ/m at which an IPM instance stops moving
 RESIDUAL_TOL = 1e-10   # … provided its KKT residuals are this small (rounding floor ≈ 1e-12)
+FLOOR_TOL = 1e-8       # past convergence, the residual a step may grow to (see _ipm_step)
 ADMM_RHO, ADMM_SIGMA, ADMM_RELAX = 1.0, 1e-6, 1.6
 
 
 def _mv(xp: Any, M: Any, v: Any) -> Any:
     """Batched matrix–vector product (B, r, c) @ (B, c) → (B, r)."""
     return (M @ v[..., None])[..., 0]
+
+
+def _unless(xp: Any, skip: Any, keep: Any, compute: Any) -> Any:
+    """``keep`` if the 0-d boolean ``skip`` holds, else ``compute()`` — without running
+    ``compute``'s work when it does. JAX traces the loop, so the choice is ``lax.cond`` (one
+    branch runs; under ``vmap`` both do, and the result is the same); eager namespaces
+    branch in Python."""
+    if getattr(xp, "__name__", "").startswith("jax"):
+        import jax
+
+        return jax.lax.cond(skip, lambda: keep, compute)
+    return keep if bool(skip) else compute()
 
 
 def _norm2(xp: Any, v: Any) -> Any:
@@ -83,6 +101,9 @@ class QuadraticProgram(Problem):
         Option("batch", int, 4, "independent QPs solved together", minimum=1),
         Option("params", str, "qhb", "θ = (q, h, b), or all data (q, h, b, Q, G, A)",
                choices=("qhb", "all")),
+        Option("jacobian", str, "closed-form", "∂F/∂x for ift-direct: the KKT matrix in closed "
+               "form (as OptNet factors it), or built by forward mode (n + m + p JVPs in all)",
+               choices=("closed-form", "forward-mode")),
     )
 
     # ---- instance -----------------------------------------------------------------------
@@ -112,7 +133,8 @@ class QuadraticProgram(Problem):
         return Instance(theta=theta, named={k: v for k, v in named.items() if k not in arrays},
                         arrays=arrays,
                         consts={"B": B, "n": n, "m": m, "p": p, "params": params,
-                                "solver": options.get("solver", "ipm")})
+                                "solver": options.get("solver", "ipm"),
+                                "jacobian": options.get("jacobian", "closed-form")})
 
     def theta_layout(self, d: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
         """θ's blocks in order, each with its per-instance shape (θ is batch-major per block)."""
@@ -175,13 +197,43 @@ class QuadraticProgram(Problem):
         Q, q, G, h, A, b = (qp[k] for k in ("Q", "q", "G", "h", "A", "b"))
         z, s, lam, nu = state
         Gt, At = xp.matrix_transpose(G), xp.matrix_transpose(A)
-        n, m = d["n"], d["m"]
+        m = d["m"]
         r_dual = _mv(xp, Q, z) + q + _mv(xp, Gt, lam) + _mv(xp, At, nu)
         r_ineq = _mv(xp, G, z) + s - h
         r_eq = _mv(xp, A, z) - b
         mu = xp.sum(s * lam, axis=-1) / m
-        done = (mu < CONVERGED_TOL) & (
-            _norm2(xp, r_dual) + _norm2(xp, r_ineq) + _norm2(xp, r_eq) < RESIDUAL_TOL ** 2)
+        residual = _norm2(xp, r_dual) + _norm2(xp, r_ineq) + _norm2(xp, r_eq)
+        done = (mu < CONVERGED_TOL) & (residual < RESIDUAL_TOL ** 2)
+
+        def update() -> Any:
+            new = self._ipm_update(xp, d, state, (Q, q, G, h, A, b), (r_dual, r_ineq, r_eq),
+                                   mu, done)
+            # Past convergence an instance whose residuals sit at their rounding floor (above
+            # RESIDUAL_TOL on near-degenerate instances) would keep shrinking s∘λ towards
+            # 1e-30 and diverge (n = 50, 64 instances, seed 0: ‖F‖ 3e-9 at step 11, 2.5 at
+            # step 18). Shrinking μ further still sharpens the IFT gradient there (7.6e-9 off
+            # at μ ≈ 1e-17, 2.7e-7 at 1e-12), so once μ < CONVERGED_TOL a step is refused only
+            # if it grows the residuals beyond both their current size and FLOOR_TOL; the
+            # state is then unchanged, so every later step refuses it too.
+            z1, s1, lam1, nu1 = new
+            grown = _norm2(xp, _mv(xp, Q, z1) + q + _mv(xp, Gt, lam1) + _mv(xp, At, nu1)) \
+                + _norm2(xp, _mv(xp, G, z1) + s1 - h) + _norm2(xp, _mv(xp, A, z1) - b)
+            refuse = ((mu < CONVERGED_TOL) & (grown > residual)
+                      & (grown > FLOOR_TOL ** 2))[:, None]
+            return tuple(xp.where(refuse, old, moved)
+                         for old, moved in zip(state, new, strict=True))
+
+        # once every instance has converged T is the identity: skip the Newton systems
+        return _unless(xp, xp.all(done), state, update)
+
+    def _ipm_update(self, xp: Any, d: Mapping[str, Any], state: Any, data: tuple,
+                    residuals: tuple, mu: Any, done: Any) -> Any:
+        """Mehrotra's predictor–corrector step from ``state``; converged instances stay."""
+        Q, q, G, h, A, b = data
+        r_dual, r_ineq, r_eq = residuals
+        z, s, lam, nu = state
+        Gt, At = xp.matrix_transpose(G), xp.matrix_transpose(A)
+        n, m = d["n"], d["m"]
 
         # reduced Newton system in (dz, dν): (Q + Gᵀ diag(λ/s) G) dz + Aᵀ dν = rhs, A dz = −r_eq
         H = Q + Gt @ (G * (lam / s)[..., None])
@@ -229,6 +281,41 @@ class QuadraticProgram(Problem):
         B, n, m, p = d["B"], d["n"], d["m"], d["p"]
         return (xp.reshape(x[: B * n], (B, n)), xp.reshape(x[B * n: B * (n + m)], (B, m)),
                 xp.reshape(x[B * (n + m):], (B, p)))
+
+    # ---- block structure: instance i owns (z_i, λ_i, ν_i) and rows i of F -----------------
+    def blocks(self, consts: Mapping[str, Any]) -> int | None:
+        return int(consts["B"])
+
+    def to_blocks(self, xp: Any, consts: Mapping[str, Any], v: Any) -> Any:
+        """[z; λ; ν] (each batch-major) → (…, B, n + m + p), instance i's (z_i, λ_i, ν_i)."""
+        B, n, m = consts["B"], consts["n"], consts["m"]
+        lead = tuple(v.shape[:-1])
+        parts = (v[..., : B * n], v[..., B * n: B * (n + m)], v[..., B * (n + m):])
+        return xp.concat([xp.reshape(part, (*lead, B, -1)) for part in parts], axis=-1)
+
+    def from_blocks(self, xp: Any, consts: Mapping[str, Any], V: Any) -> Any:
+        n, m = consts["n"], consts["m"]
+        lead = tuple(V.shape[:-2])
+        parts = (V[..., :n], V[..., n:n + m], V[..., n + m:])
+        return xp.concat([xp.reshape(part, (*lead, -1)) for part in parts], axis=-1)
+
+    def residual_jacobian(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
+        """With option ``jacobian=closed-form``: the KKT blocks
+        [[Q, Gᵀ, Aᵀ], [diag(λ)G, diag(Gz − h), 0], [A, 0, 0]] of every instance, (B, r, r)
+        with r = n + m + p, as OptNet builds them."""
+        if d.get("jacobian", "closed-form") != "closed-form":
+            return None
+        qp = self.split_theta(xp, d, theta)
+        Q, G, h, A = (qp[k] for k in ("Q", "G", "h", "A"))
+        z, lam, _ = self.split_x(xp, d, x)
+        B, m, p = d["B"], d["m"], d["p"]
+        slack = _mv(xp, G, z) - h
+        like = {"dtype": x.dtype, "device": array_device(x)}
+        top = xp.concat([Q, xp.matrix_transpose(G), xp.matrix_transpose(A)], axis=2)
+        middle = xp.concat([lam[..., None] * G, slack[..., None] * xp.eye(m, **like),
+                            xp.zeros((B, m, p), **like)], axis=2)
+        bottom = xp.concat([A, xp.zeros((B, p, m + p), **like)], axis=2)
+        return xp.concat([top, middle, bottom], axis=1)
 
     def residual(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
         qp = self.split_theta(xp, d, theta)

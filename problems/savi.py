@@ -123,6 +123,10 @@ class SemiAmortisedVI(MomentumDescent, Problem):
         consts["lr"] = 1.0 / (2.0 * self._curvature(inst))
         return inst
 
+    def blocks(self, consts: Mapping[str, Any]) -> int | None:
+        """Data point b owns λ_b = (μ_b, ρ_b), contiguous in λ, and F's rows ∇_{λ_b} f."""
+        return int(consts["B"])
+
     def _shapes(self, d: Mapping[str, Any], which: tuple[str, ...]) -> dict[str, tuple]:
         dd, H, D = d["d"], d["H"], d["D"]
         table = {"W1": (H, dd), "b1": (H,), "W2": (D, H), "b2": (D,), "E_mu": (dd, D),

@@ -45,7 +45,7 @@ WARNING_COLOUR = "#d62728"
 ERROR_FLOOR = 1e-17
 ERRORS = ("grad_error_converged", "grad_error_k_step")
 
-#: hand-picked so that all twelve strategies differ in colour *and* marker; related strategies
+#: hand-picked so that every strategy differs in colour *and* marker; related strategies
 #: share a hue family (forward: browns, checkpointing: blues, IFT: warm/green/pink)
 STYLE = {
     "unrolled": ("#000000", "o"),
@@ -60,6 +60,17 @@ STYLE = {
     "ift-gmres": ("#ff7f0e", "<"),
     "ift-neumann": ("#bcbd22", ">"),
     "ift-jfb": ("#e377c2", "p"),
+    # peer rows: a shade of the colour of the strategy of ours each corresponds to
+    "jaxopt-cg": ("#98df8a", "d"),
+    "jaxopt-gmres": ("#ffbb78", "8"),
+    "jaxopt-lu": ("#ff9896", "H"),
+    "optimistix-cg": ("#00441b", "x"),
+    "optimistix-gmres": ("#a63603", "+"),
+    "optimistix-lu": ("#67000d", "1"),
+    "optimistix-checkpoint": ("#08306b", "2"),
+    "torchopt-cg": ("#74c476", "3"),
+    "torchopt-unrolled": ("#525252", "4"),
+    "qpth": ("#fc9272", "|"),
 }
 _SPARE = [("#17becf", "d"), ("#393b79", "8"), ("#637939", "H"), ("#843c39", "1")]
 FRAMEWORK_MARKERS = {"torch": "o", "jax": "s"}

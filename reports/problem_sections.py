@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from reports import figures
+from reports import figures, peers
 from reports.units import format_bytes, format_seconds
 from suite import analysis
 
@@ -169,6 +169,28 @@ def _pareto(problem_frame: pd.DataFrame) -> list[dict]:
     return out
 
 
+def problem_origins(sub: pd.DataFrame) -> list[str]:
+    """Where one problem's code came from, one line per distinct origin in the records (two
+    lines mean the file changed during the run), with who computed its references."""
+    lines = []
+    for origin, rows in _by_origin(sub):
+        sources = sorted({str(s) for s in rows.get("reference_source", pd.Series()).dropna()})
+        refs = f"; references: {', '.join(sources)}" if sources else ""
+        sha = origin.get("sha256") or "unknown"
+        lines.append(f"{origin.get('module')} from {origin.get('file')} (sha256 {sha[:16]}…)"
+                     f"{refs}")
+    return lines
+
+
+def _by_origin(sub: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    if "problem_origin" not in sub:
+        return []
+    keys = sub["problem_origin"].map(
+        lambda o: tuple(sorted(o.items())) if isinstance(o, dict) else None)
+    return [(dict(key), sub[keys.map(lambda k, key=key: k == key)])
+            for key in dict.fromkeys(k for k in keys if k is not None)]
+
+
 def problem_section(problem: str, frame: pd.DataFrame) -> dict:
     """Everything the report shows for one problem."""
     sub = frame[frame["problem"] == problem]
@@ -190,9 +212,11 @@ def problem_section(problem: str, frame: pd.DataFrame) -> dict:
     series_cols = ["backend", "strategy_options", "framework", "dtype", "problem_options", "n"]
     return {
         "name": problem,
+        "origin": problem_origins(sub),
         "k_groups": k_groups,
         "n_groups": n_groups,
         "pareto": _pareto(sub),
+        "peers": peers.peers_view(sub, problem),
         "crossovers": table(cross, series_cols + [
             "K_grid", "time_verdict", "memory_verdict", "n_squared", "n_squared_verdict"],
             HEADERS, keep=("backend", "framework", "time_verdict", "memory_verdict",

@@ -41,8 +41,8 @@ ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128
 
 def _split_options(row: pd.Series) -> tuple[str, str]:
     """(problem options, strategy options) of a record as ``k=v,…`` strings."""
-    declared = {o.name for o in problems.registry()[row["problem"]].options} \
-        if row["problem"] in problems.registry() else set()
+    problem = problems.find(row["problem"])
+    declared = {o.name for o in problem.options} if problem is not None else set()
     opts = row["options"] if isinstance(row["options"], dict) else {}
     own = sorted(opts.items())
     return (",".join(f"{k}={v}" for k, v in own if k in declared),

@@ -1,4 +1,4 @@
-"""``python -m suite`` / ``ift-bench``: list, point, run, report.
+"""``python -m suite`` / ``ift-bench``: list, check, point, run, report, gate, compare.
 
 Exit status: 0 success; 1 a measured point did not finish ``ok`` (``point``) or a sweep was
 interrupted (``run``); 2 bad input, reported on one line that names the field.
@@ -75,7 +75,8 @@ def _usage_error(message: str) -> UsageError:
 
 #: what each option accepts, for argparse's own errors (a missing value, a missing option)
 ALLOWED = {
-    "--problem": "a problem name (ift-bench list)",
+    "--problem": "a problem name (ift-bench list), package.module:ClassName or "
+                 "path/to/file.py:ClassName",
     "--backend": "a backend name (ift-bench list)",
     "--framework": "torch, jax",
     "--n": f"an integer from 1 to {N_MAX}",
@@ -96,7 +97,10 @@ ALLOWED = {
     "--device": "cpu, cuda",
     "--dtype": "float64, float32",
     "RESULTS_DIR": "a results/<run-id> directory",
-    "command": "list, point, run, report, gate, compare",
+    "command": "list, check, point, run, report, gate, compare",
+    "PROBLEM": "a problem name (ift-bench list), package.module:ClassName or "
+               "path/to/file.py:ClassName",
+    "--max-K": f"an integer from 1 to {K_MAX}",
 }
 
 
@@ -192,6 +196,31 @@ def _build_parser() -> argparse.ArgumentParser:
                             help="every (problem, backend, framework), supported or why not")
     p_list.add_argument("--json", action="store_true", help="a JSON list of objects")
     p_list.add_argument("--device", default="cpu")
+    p_list.add_argument("--problem", type=_names_list("--problem"), default=None,
+                        help="only these problems (names or import paths; default: every "
+                             "built-in and installed one)")
+
+    p_check = sub.add_parser("check", help="vet a problem before trusting it: one line per "
+                             "rule, pass/warn/fail (exit 1 on a fail)")
+    p_check.add_argument("problem", metavar="PROBLEM",
+                         help="a name, package.module:ClassName or path/to/file.py:ClassName")
+    p_check.add_argument("--n", type=_numbers("--n", integer=True, minimum=1, maximum=N_MAX,
+                                              what="an integer"), default=6,
+                         help="problem size (default 6: the checks build dense Jacobians)")
+    p_check.add_argument("--K", type=_numbers("--K", integer=True, minimum=1, maximum=K_MAX,
+                                              what="an integer"), default=10,
+                         help="K of the K-step map the references, the torch/JAX agreement "
+                              "and the trace are checked at (default 10)")
+    p_check.add_argument("--max-K", type=_numbers("--max-K", integer=True, minimum=1,
+                                                  maximum=K_MAX, what="an integer"),
+                         default=20000, help="steps the convergence rule allows (20000)")
+    p_check.add_argument("--framework", default=None,
+                         help="check in this framework only (default: every one the problem "
+                              "supports)")
+    p_check.add_argument("--seed", type=_numbers("--seed", integer=True, minimum=0,
+                                                 maximum=SEED_MAX, what="an integer"), default=0)
+    p_check.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                         help="problem option; repeatable")
 
     def measurement_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--repeats", type=_numbers("--repeats", integer=True, minimum=1,
@@ -248,9 +277,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--run-id", type=_run_id, default=None,
                        help="name of the run directory (one name: letters, digits, . _ -)")
     p_run.add_argument("--jobs", type=_numbers("--jobs", integer=True, minimum=1,
-                                               maximum=JOBS_MAX, what="an integer"), default=1,
-                       help="points measured in parallel (default 1: parallel points disturb "
-                            "each other's timings)")
+                                               maximum=JOBS_MAX, what="an integer"),
+                       default=None,
+                       help="points measured in parallel (default: 1 locally, since parallel "
+                            "points disturb each other's timings; with ray, the cluster's CPUs "
+                            "over --threads)")
+    p_run.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="where points run: local (fresh processes here) or ray (tasks on a "
+                            "Ray cluster; needs the ray extra)")
+    p_run.add_argument("--address", default=None, metavar="ADDR",
+                       help="with --executor ray: a running cluster (auto, or HOST:PORT); "
+                            "default: start a local one")
     p_run.add_argument("--resume", type=_path("--resume"), default=None, metavar="RUN_DIR",
                        help="continue a run, skipping points already recorded")
     p_run.add_argument("--report", action="store_true", help="write report.html afterwards")
@@ -298,8 +335,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     if args.device not in DEVICES:
         raise UsageError("--device", f"unknown {args.device!r}", DEVICES)
+    names = list(problems.registry())
+    if args.problem:  # each resolved now: a bad spec is one line, exit 2
+        names = [spec for spec in args.problem if problems.get(spec, "--problem")]
     rows = []
-    for prob in problems.registry():
+    for prob in names:
         for back in backends.registry():
             for fw in framework_registry():
                 reason = support_reason(prob, back, fw, args.device)
@@ -309,9 +349,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                         validate_point(Point(prob, back, fw, n=8, K=10, device=args.device))
                     except UnsupportedError as exc:
                         needs = exc.detail
+                strategy = backends.registry()[back]
                 rows.append({"problem": prob, "backend": back, "framework": fw,
                              "supported": reason is None, "reason": reason,
-                             "needs_options": needs})
+                             "needs_options": needs,
+                             # peer rows: the strategy of ours the report sets them beside
+                             "corresponds_to": getattr(strategy, "corresponds_to", None),
+                             "converged_only": bool(getattr(strategy, "converged_only", False))})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -321,6 +365,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         tail = "" if r["supported"] else f"  — {r['reason']}"
         if r["needs_options"]:
             tail = f"  — not with the defaults: {r['needs_options']}"
+        if r["corresponds_to"]:
+            own = "; converged-only: runs its own solver, K is a budget"
+            tail += f"  [peer of {r['corresponds_to']}{own if r['converged_only'] else ''}]"
         print(f"{r['problem']:10s} {r['backend']:{width}s} {r['framework']:6s} {mark}{tail}")
     return 0
 
@@ -362,9 +409,9 @@ def _cli_where(key: str) -> str:
 
 
 def cmd_point(args: argparse.Namespace) -> int:
+    from suite.executors.local import run_isolated
     from suite.options import parse_assignments
     from suite.point import Point, validate_point
-    from suite.runner import run_isolated
 
     point = Point(args.problem, args.backend, args.framework, n=args.n, K=args.K,
                   device=args.device, dtype=args.dtype, seed=args.seed,
@@ -442,8 +489,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = build_config(raw, name="cli", where=_cli_where)
 
     with _terminate_as_interrupt():
+        if args.address is not None and args.executor != "ray":
+            raise UsageError("--address", "only applies to --executor ray",
+                             "--executor ray --address ADDR")
+        options = {"address": args.address} if args.executor == "ray" else {}
         result = run_sweep(config, args.results, jobs=args.jobs, resume=args.resume,
-                           run_id=args.run_id, progress=not args.no_progress)
+                           run_id=args.run_id, progress=not args.no_progress,
+                           executor=args.executor, executor_options=options)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(result.statuses.items()))
     print(f"{result.run_dir}/records.jsonl: {summary or 'no points'}")
     if result.interrupted:
@@ -574,8 +626,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
-COMMANDS = {"list": cmd_list, "point": cmd_point, "run": cmd_run, "report": cmd_report,
-            "gate": cmd_gate, "compare": cmd_compare}
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0: no rule failed (warnings allowed); 1: some rule failed; 2: bad input."""
+    from suite.check import run_check
+    from suite.options import parse_assignments
+
+    report = run_check(args.problem, n=args.n, K=args.K, max_K=args.max_K,
+                       framework=args.framework, seed=args.seed,
+                       options=parse_assignments(args.option))
+    for line in report.lines():
+        print(line, flush=True)
+    return 1 if report.failed else 0
+
+
+COMMANDS = {"list": cmd_list, "check": cmd_check, "point": cmd_point, "run": cmd_run,
+            "report": cmd_report, "gate": cmd_gate, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

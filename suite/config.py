@@ -99,7 +99,7 @@ class SweepConfig:
 
     def _option_grid(self, problem: str, backend: str,
                      grid_options: dict[str, Any]) -> list[dict[str, Any]]:
-        declared = ({o.name for o in problems.registry()[problem].options}
+        declared = ({o.name for o in problems.get(problem).options}
                     | {o.name for o in backends.registry()[backend].options})
         base = {k: v for k, v in {**self.options, **grid_options}.items() if k in declared}
         own = self.backend_options.get(backend, {})
@@ -188,6 +188,21 @@ def _names(value: Any, field_name: str, allowed: dict | tuple) -> tuple[str, ...
     return tuple(items)
 
 
+def _problem_names(value: Any, field_name: str) -> tuple[str, ...]:
+    """Problem names, each a registered name or an import path (``package.module:Class``,
+    ``path/to/file.py:Class``, relative to the current directory) that resolves to a problem."""
+    allowed = [*problems.registry(), *problems.SPEC_FORMS]
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise UsageError(field_name, f"expected a non-empty list of names, got {value!r}",
+                         allowed)
+    for item in items:
+        if not isinstance(item, str):
+            raise UsageError(field_name, f"{item!r} is not a name", allowed)
+        problems.get(item, field_name)
+    return tuple(items)
+
+
 def _ints(value: Any, field_name: str, minimum: int, maximum: int) -> tuple[int, ...]:
     items = value if isinstance(value, list | tuple) else [value]
     allowed = f"integers from {minimum} to {maximum}"
@@ -209,7 +224,7 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise UsageError(loc(unknown[0]), "unknown key", sorted(TOP_KEYS))
-    probs, strats, fws = problems.registry(), backends.registry(), framework_registry()
+    strats, fws = backends.registry(), framework_registry()
     # the name becomes the run directory's name: one safe path component, never a path
     config_name = (safe_component(loc("name"), raw["name"]) if "name" in raw
                    else sanitize_component(name))
@@ -217,7 +232,10 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
         raise UsageError(loc("description"), "not a string", "a string")
     kwargs: dict[str, Any] = {"name": config_name, "source": source,
                               "description": raw.get("description", "")}
-    for key, allowed in (("problems", probs), ("backends", strats), ("frameworks", fws)):
+    if "problems" not in raw:
+        raise UsageError(loc("problems"), "missing", [*problems.registry(), *problems.SPEC_FORMS])
+    kwargs["problems"] = _problem_names(raw["problems"], loc("problems"))
+    for key, allowed in (("backends", strats), ("frameworks", fws)):
         if key not in raw:
             raise UsageError(loc(key), "missing", list(allowed))
         kwargs[key] = _names(raw[key], loc(key), allowed)
@@ -259,7 +277,7 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
         grids.append(Grid(
             n=_ints(g["n"], loc(f"grid[{i}].n"), 1, N_MAX),
             K=_ints(g["K"], loc(f"grid[{i}].K"), 1, K_MAX),
-            problems=_names(g["problems"], loc(f"grid[{i}].problems"), probs)
+            problems=_problem_names(g["problems"], loc(f"grid[{i}].problems"))
             if "problems" in g else None,
             backends=_names(g["backends"], loc(f"grid[{i}].backends"), strats)
             if "backends" in g else None,
@@ -302,7 +320,7 @@ def _check_options(config: SweepConfig, loc: Any) -> None:
     for name in config.backends:
         declared_anywhere |= {o.name for o in backends.registry()[name].options}
     for name in config.problems:
-        declared_anywhere |= {o.name for o in problems.registry()[name].options}
+        declared_anywhere |= {o.name for o in problems.get(name).options}
     for key in config.options:
         if key not in declared_anywhere:
             raise UsageError(loc(f"options.{key}"),
@@ -314,13 +332,19 @@ def _check_options(config: SweepConfig, loc: Any) -> None:
                 raise UsageError(loc(f"grid[{i}].options.{key}"),
                                  "not an option of any problem or backend in this config",
                                  sorted(declared_anywhere) or ["(none)"])
-    owners = ([(f"problem {n}", problems.registry()[n].options) for n in config.problems]
-              + [(f"backend {n}", backends.registry()[n].options) for n in config.backends])
-    scopes = [("options", config.options)] + [(f"grid[{i}].options", g.options or {})
-                                              for i, g in enumerate(config.grids)]
-    for scope, opts in scopes:
+    def owners(problem_names, backend_names):
+        return ([(f"problem {n}", problems.get(n).options) for n in problem_names]
+                + [(f"backend {n}", backends.registry()[n].options) for n in backend_names])
+
+    # a grid's options are read by its own problems and backends only (two problems may
+    # declare the same option name with different choices: deq's and qp's ``solver``)
+    scopes = [("options", config.options, owners(config.problems, config.backends))] + [
+        (f"grid[{i}].options", g.options or {},
+         owners(g.problems or config.problems, g.backends or config.backends))
+        for i, g in enumerate(config.grids)]
+    for scope, opts, scope_owners in scopes:
         for key, value in opts.items():
-            for owner, declared in owners:
+            for owner, declared in scope_owners:
                 if key in {o.name for o in declared}:
                     try:
                         resolve(declared, {key: value}, owner)

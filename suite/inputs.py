@@ -28,6 +28,10 @@ SEED_MAX = 2**32 - 1  # numpy's SeedSequence takes any int, but records stay rea
 REPEATS_MAX = 10_000
 TIMEOUT_MAX_S = 7 * 24 * 3600.0
 JOBS_MAX = 64  # more parallel points would only queue on the timing lock
+#: the memory cap bounds what a measurement adds to the loaded framework (see suite.worker);
+#: below this, thread stacks and the meters do not fit (measured: JAX at n = 10, K = 10 dies
+#: with a 128 MiB cap, not with 256 MiB; torch needs 64 MiB)
+MEMORY_CAP_MIN = 2**28
 MEMORY_CAP_MAX = 2**50  # 1 PiB: beyond it setrlimit's argument is no longer a real cap
 
 

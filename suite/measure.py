@@ -10,21 +10,22 @@ the problem's float64 reference. Every meter sees the same compiled program.
 from __future__ import annotations
 
 import gc
-import os
 import socket
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import problems
 from problems.base import REFERENCE_KINDS
-from suite.diagnostics import adjoint_diagnostics
+from suite import references
+from suite.diagnostics import adjoint_diagnostics, counterpart_difference
+from suite.executors.timing import timing_lock
 from suite.frameworks import registry as framework_registry
 from suite.frameworks.base import COUNT_KINDS, Framework, OpCounter
 from suite.point import Point, Settings
@@ -56,7 +57,37 @@ def memray_peak_bytes(fn: Callable[[], Any]) -> int:
 
 
 def rss_peak_bytes(fn: Callable[[], Any]) -> int:
-    """Process resident-set high-water mark while ``fn()`` runs (memory-profiler; noisy)."""
+    """Process resident-set high-water mark while ``fn()`` runs (whole process, not above a
+    baseline: pages the imports made resident count too).
+
+    Linux: the kernel's own high-water mark — reset by writing 5 to /proc/self/clear_refs,
+    read back as VmHWM — exact, and without the helper process a sampler needs. Elsewhere
+    memory-profiler's sampler (2 ms; it can miss a short peak).
+    """
+    if _reset_rss_high_water_mark():
+        fn()
+        return _rss_high_water_mark()
+    return _sampled_rss_peak_bytes(fn)
+
+
+def _reset_rss_high_water_mark() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return _rss_high_water_mark() > 0
+    except OSError:
+        return False
+
+
+def _rss_high_water_mark() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _sampled_rss_peak_bytes(fn: Callable[[], Any]) -> int:
     import multiprocessing
 
     from memory_profiler import memory_usage
@@ -101,44 +132,6 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 PAIRED_REPEATS = 21
-#: set by a parallel sweep: a file whose exclusive lock guards every timed section, so that
-#: points measured side by side never time at the same moment (their untimed meters may overlap)
-TIMING_LOCK_ENV = "IFT_BENCH_TIMING_LOCK"
-#: test hook: a file to which every timed section appends "pid start end" (time.monotonic(),
-#: one clock for all processes on Linux), so that tests can check sections never overlap
-TIMING_LOG_ENV = "IFT_BENCH_TIMING_LOG"
-
-
-@contextmanager
-def timing_lock() -> Iterator[None]:
-    path = os.environ.get(TIMING_LOCK_ENV)
-    if not path:
-        with _logged_section():
-            yield
-        return
-    import fcntl
-
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            with _logged_section():  # logged while the lock is still held
-                yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
-def _logged_section() -> Iterator[None]:
-    log = os.environ.get(TIMING_LOG_ENV)
-    start = time.monotonic()
-    try:
-        yield
-    finally:
-        if log:
-            with open(log, "a") as fh:
-                fh.write(f"{os.getpid()} {start!r} {time.monotonic()!r}\n")
-
-
 def _paired_ratio(prep: Any, grad_fn: Any, settings: Settings) -> float:
     """The median over adjacent pairs of t_self / t_other, the two gradients timed
     alternately in this process (ABBA order, so neither always runs first): load that comes
@@ -166,12 +159,33 @@ def _paired_ratio(prep: Any, grad_fn: Any, settings: Settings) -> float:
     return statistics.median(ratios)
 
 
-def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> Record:
-    """Measure one point in this process. The caller isolates it (see ``suite.runner``)."""
+class Phases:
+    """Seconds spent in each phase of a point, accumulated between ``mark`` calls."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
+
+
+def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
+            process_started: float | None = None) -> Record:
+    """Measure one point in this process. The caller isolates it (see ``suite.runner``).
+
+    ``process_started``: the epoch time the isolating process started, so that the record's
+    ``phases_s["start"]`` charges process start-up and imports to the harness."""
     framework_registry()[point.framework].configure_threads(settings.threads)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     wall_start = time.perf_counter()
+    phases = Phases()
+    if process_started is not None:
+        phases.seconds["start"] = max(0.0, time.time() - process_started)
     prep = prepare(point)
+    phases.mark("prepare")
     fw, problem, strategy, instance = prep.fw, prep.problem, prep.strategy, prep.instance
     theta, arrays, opts, K = prep.theta, prep.arrays, prep.options, point.K
 
@@ -191,6 +205,7 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
     first_call_s = time.perf_counter() - start
     loss_K, x_K = fwd_fn(theta, arrays)
     fw.synchronize((loss_K, x_K))
+    phases.mark("first_call")
 
     with timing_lock():
         times, fwd_times = [], []
@@ -201,30 +216,45 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
         time_ratio = None
         if settings.pair_with is not None:
             time_ratio = _paired_ratio(prep, grad_fn, settings)
+    phases.mark("timed")
 
     device_peak = fw.device_peak_bytes(call_gradient)
     if device_peak is None:
         peak, peak_method = memray_peak_bytes(call_gradient), "memray"
     else:
         peak, peak_method = device_peak, f"{point.framework}-{point.device}-allocator"
+    phases.mark("peak")
     rss = rss_peak_bytes(call_gradient) if point.device == "cpu" else None
+    phases.mark("rss")
     # a tape the meter cannot see is recorded as unmeasured, with why, never as a smaller number
     trace_note = strategy.trace_unmeasurable(point.framework)
     trace = None if trace_note is not None else int(fw.trace_bytes(raw_gradient, theta, arrays))
+    phases.mark("trace")
 
     counter = OpCounter()
     with fw.counting(counter):
-        counted_fn = fw.compile(prep.gradient_program())
+        counted_fn = fw.compile_for_counting(prep.gradient_program(), theta, arrays)
         fw.synchronize(counted_fn(theta, arrays))
     counts = counter.snapshot()
+    phases.mark("counting")
 
     # accuracy against the float64 reference
     grad_np = fw.to_numpy(grad)
-    errors = {kind: _rel(grad_np, problem.reference_gradient(instance, K, kind))
-              for kind in REFERENCE_KINDS}
+    warnings_refs: list[str] = []
+    # the problem's own references, or the suite's (suite.references) where it has none; a
+    # reference the suite cannot compute (no solution found) is a warning, not a dead point
+    errors: dict[str, float | None] = {}
+    for kind in REFERENCE_KINDS:
+        try:
+            ref = references.reference_gradient(problem, instance, K, kind)
+            errors[kind] = _rel(grad_np, ref)
+        except references.ReferenceUnavailable as exc:
+            errors[kind] = None
+            warnings_refs.append(f"no {kind} reference: {exc}")
     residual = prep.residual_norm(x_K)
+    phases.mark("references")
 
-    warnings: list[str] = []
+    warnings: list[str] = list(warnings_refs)
     aux_np = {k: fw.to_numpy(v) for k, v in aux.items()}
     solver_iters = aux_np.pop("solver_iters", None)
     solver_iters = None if solver_iters is None else int(solver_iters)
@@ -234,6 +264,9 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
     diagnostics = {k: _scalar(v) for k, v in aux_np.items()}
     if adjoint is not None:
         diagnostics.update(adjoint_diagnostics(prep, fw.to_numpy(x_K), adjoint))
+    difference = counterpart_difference(prep, grad_np)  # peer rows: beside ours, untimed
+    if difference is not None:
+        diagnostics["grad_rel_diff_ours"] = difference
     if diagnostics.get("reconstruction_exact") is False:
         warnings.append("reversible: the backward pass did not reconstruct x₀ bit for bit")
     if diagnostics.get("buffer_overflow") is True:
@@ -272,6 +305,8 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
         peak_bytes=peak, peak_method=peak_method, trace_bytes=trace, trace_note=trace_note,
         rss_peak_bytes=rss, peer=strategy.peer_label(),
         grad_rel_error=errors[strategy.reference], reference=strategy.reference,
+        reference_source=references.reference_source(problem),
+        problem_origin=problems.origin(point.problem),
         grad_error_k_step=errors["k_step"], grad_error_converged=errors["converged"],
         grad_norm=float(np.linalg.norm(grad_np)), inner_residual=residual,
         solver_converged=converged,
@@ -282,16 +317,6 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None) -> R
         threads=settings.threads, timeout_s=settings.timeout_s,
         memory_cap_bytes=settings.memory_cap_bytes,
         wall_s=time.perf_counter() - wall_start, started_at=started, point_key=point.key(),
+        phases_s={k: round(v, 4) for k, v in phases.seconds.items()},
         node=socket.gethostname(),
     )
-
-
-def cpu_affinity_for(threads: int, slot: int = 0) -> list[int] | None:
-    """The CPUs a worker in ``slot`` is pinned to: ``threads`` consecutive allowed cores."""
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return None
-    start = (slot * threads) % max(1, len(allowed))
-    chosen = [allowed[(start + i) % len(allowed)] for i in range(min(threads, len(allowed)))]
-    return chosen

@@ -19,6 +19,7 @@ from suite.frameworks import registry as framework_registry
 from suite.inputs import (
     K_MAX,
     MEMORY_CAP_MAX,
+    MEMORY_CAP_MIN,
     N_MAX,
     REPEATS_MAX,
     SEED_MAX,
@@ -89,11 +90,13 @@ class Settings:
         if self.memory_cap_bytes is not None:
             number(name["memory_cap_bytes"], self.memory_cap_bytes, integer=True, strict=True,
                    maximum=MEMORY_CAP_MAX, allowed="a size from 256MiB to 1PiB, e.g. 8GiB")
-            if self.memory_cap_bytes < 2**28:
+            if self.memory_cap_bytes < MEMORY_CAP_MIN:
                 raise UsageError(name["memory_cap_bytes"],
-                                 f"{self.memory_cap_bytes!r} bytes is below the ~2 GiB of "
-                                 "address space torch and JAX reserve at import",
-                                 ">= 256 MiB, typically 4 GiB or more")
+                                 f"{self.memory_cap_bytes!r} bytes is below the "
+                                 f"{MEMORY_CAP_MIN // 2**20} MiB of address space that thread "
+                                 "stacks, XLA's compiler and the meters take beyond the loaded "
+                                 "framework",
+                                 f">= {MEMORY_CAP_MIN // 2**20} MiB, e.g. 1GiB")
         number(name["threads"], self.threads, integer=True, minimum=1, maximum=cpus, strict=True,
                allowed=f"an integer from 1 to {cpus}, the CPUs available to this process")
         if self.pair_with is not None and (not isinstance(self.pair_with, str)
@@ -115,9 +118,8 @@ def validate_point(point: Point) -> dict[str, dict[str, Any]]:
     Raises :class:`UsageError` for bad input and :class:`UnsupportedError` for a valid but
     unsupported combination (recorded as status ``unsupported`` in sweeps).
     """
-    probs, strats, fws = problems.registry(), backends.registry(), framework_registry()
-    if point.problem not in probs:
-        raise UsageError("problem", f"unknown {point.problem!r}", probs)
+    strats, fws = backends.registry(), framework_registry()
+    problem = problems.get(point.problem)  # a name, package.module:Class or file.py:Class
     if point.backend not in strats:
         raise UsageError("backend", f"unknown {point.backend!r}", strats)
     if point.framework not in fws:
@@ -129,7 +131,7 @@ def validate_point(point: Point) -> dict[str, dict[str, Any]]:
     _check_int("n", point.n, 1, N_MAX)
     _check_int("K", point.K, 1, K_MAX)
     _check_int("seed", point.seed, 0, SEED_MAX)
-    problem, strategy = probs[point.problem], strats[point.backend]
+    strategy = strats[point.backend]
     declared = {o.name for o in problem.options} | {o.name for o in strategy.options}
     unknown = sorted(set(point.options) - declared)
     if unknown:
@@ -154,9 +156,10 @@ def validate_point(point: Point) -> dict[str, dict[str, Any]]:
 def support_reason(problem_name: str, backend_name: str, framework: str,
                    device: str = "cpu") -> str | None:
     """Why (problem, backend, framework) cannot be measured here; None when it can."""
-    problem = problems.registry()[problem_name]
+    problem = problems.get(problem_name)
     strategy = backends.registry()[backend_name]
-    fw_reason = framework_registry()[framework].unavailable_reason(device)
+    fw_reason = (problem.framework_reason(framework)
+                 or framework_registry()[framework].unavailable_reason(device))
     if fw_reason is not None:
         return fw_reason
     return (strategy.unsupported_reason(problem, framework)

@@ -16,10 +16,11 @@ import numpy as np
 import backends
 import problems
 from backends.base import Strategy, solve_forward
-from problems.base import Bound, Instance, Problem, numpy_namespace
+from problems.base import Bound, Instance, Problem
 from suite.frameworks import registry as framework_registry
 from suite.frameworks.base import Framework, OpCounter
 from suite.point import Point, validate_point
+from suite.references import Host
 
 
 def gradient_program(
@@ -74,29 +75,29 @@ class Prepared:
         return forward_program(self.problem, self.fw, self.instance.consts, self.point.K)
 
     def residual_norm(self, x: Any) -> float:
-        """‖F(θ, x)‖ in float64 numpy for a framework array x."""
-        data = {**self.instance.arrays, **self.instance.consts}
-        return float(np.linalg.norm(self.problem.residual(
-            numpy_namespace(), data, self.fw.to_numpy(x), self.instance.theta)))
+        """‖F(θ, x)‖ in float64 (numpy, or the problem's own framework) for a framework
+        array x."""
+        host = Host(self.problem, self.instance)
+        return host.residual_norm(host.asarray(self.fw.to_numpy(x)))
 
 
 def prepare(point: Point) -> Prepared:
     """Validate ``point``, generate its instance and convert it for its framework."""
     parsed = validate_point(point)
-    problem = problems.registry()[point.problem]
+    problem = problems.get(point.problem)
     strategy = backends.registry()[point.backend]
     fw = framework_registry()[point.framework](point.device, point.dtype)
     instance = problem.generate(point.n, point.seed, parsed["problem"])
-    npx = numpy_namespace()
-    data = {**instance.arrays, **instance.consts}
-    x_0 = problem.solution(npx, data, problem.init(npx, data, instance.theta), instance.theta)
-    residual_0 = float(np.linalg.norm(problem.residual(npx, data, x_0, instance.theta)))
+    host = Host(problem, instance)
+    x_0 = host.solution(host.init())
+    residual_0 = host.residual_norm(x_0)
+    dim_x = int(host.numpy(x_0).size)
     opts = strategy.resolve_defaults(dict(parsed["strategy"]), point.K, point.dtype,
-                                     int(np.size(x_0)))
+                                     dim_x)
     return Prepared(point=point, problem=problem, strategy=strategy, fw=fw, instance=instance,
                     theta=fw.asarray(instance.theta),
                     arrays={k: fw.asarray(v) for k, v in instance.arrays.items()},
-                    problem_options=parsed["problem"], options=opts, dim_x=int(np.size(x_0)),
+                    problem_options=parsed["problem"], options=opts, dim_x=dim_x,
                     residual_0=residual_0 or 1.0)
 
 
@@ -119,7 +120,8 @@ def evaluate(point: Point, *, count: bool = False) -> Evaluation:
     counter = OpCounter() if count else None
     if counter is not None:
         with fw.counting(counter):
-            grad, aux = fw.compile(prep.gradient_program())(prep.theta, prep.arrays)
+            grad, aux = fw.compile_for_counting(prep.gradient_program(), prep.theta,
+                                                prep.arrays)(prep.theta, prep.arrays)
             fw.synchronize((grad, aux))
     else:
         grad, aux = fw.compile(prep.gradient_program())(prep.theta, prep.arrays)

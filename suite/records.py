@@ -16,12 +16,12 @@ from typing import Any
 STATUSES = ("ok", "error", "timeout", "oom", "unsupported", "skipped")
 #: the record layout's version, written into every record. 1: no ``schema_version`` key and no
 #: per-repeat ``times_s``; 2: both; 3: adds ``peer``, ``trace_note``, ``reference_source``,
-#: ``problem_origin`` and ``node``. Bump it whenever a field is added, removed or changes meaning,
-#: and teach ``Record.from_json`` to migrate the older layouts.
+#: ``problem_origin``, ``node`` and ``phases_s``. Bump it whenever a field is added, removed or
+#: changes meaning, and teach ``Record.from_json`` to migrate the older layouts.
 SCHEMA_VERSION = 3
 #: the fields each older layout lacks; reading such a record fills them with their defaults
 ADDED_IN = {2: ("times_s",), 3: ("peer", "trace_note", "reference_source", "problem_origin",
-                                 "node")}
+                                 "node", "phases_s")}
 
 
 @dataclass
@@ -99,6 +99,10 @@ class Record:
     timeout_s: float | None = None
     memory_cap_bytes: int | None = None
     wall_s: float | None = None
+    #: where the point's wall time went, in seconds: ``start`` (process start and imports, up to
+    #: the measurement), ``prepare``, ``first_call``, ``timed``, ``peak``, ``rss``, ``trace``,
+    #: ``counting``, ``references``: the harness's own overhead beside the timed work
+    phases_s: dict[str, float] | None = None
     started_at: str | None = None
     point_key: str | None = None
     run_id: str | None = None
@@ -112,8 +116,9 @@ class Record:
         """A record from its JSON object, migrated to the current layout.
 
         A record without ``schema_version`` is version 1; the fields its version lacked
-        (``ADDED_IN``) take their defaults (None). A newer version, or a key this version does not know, raises
-        a ``UsageError`` naming it: silently dropping fields would lose measurements.
+        (``ADDED_IN``) take their defaults (None). A newer version, or a key this version does
+        not know, raises a ``UsageError`` naming it: silently dropping fields would lose
+        measurements.
         """
         from suite.errors import UsageError
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from suite.config import SweepConfig
 from suite.env import environment
 from suite.errors import UsageError
+from suite.executors import Executor, failure_record, make_executor
 from suite.inputs import (
     JOBS_MAX,
     NAME_ALLOWED,
@@ -30,7 +31,6 @@ from suite.inputs import (
 )
 from suite.point import Point
 from suite.records import Record, append_record, move_torn_tail, read_records_checked, write_json
-from suite.runner import Isolator, failure_record
 
 CAP_STATUSES = ("oom", "timeout")
 
@@ -111,19 +111,28 @@ def _series(point: Point) -> str:
     return key.key()
 
 
-def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *, jobs: int = 1,
+def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
+              jobs: int | None = 1,
               resume: Path | None = None, run_id: str | None = None,
-              progress: bool = True, warn=_warn) -> SweepResult:
-    """Measure every point of ``config`` not yet in the run's records.jsonl.
+              progress: bool = True, warn=_warn, executor: str | Executor = "local",
+              executor_options: dict | None = None) -> SweepResult:
+    """Measure every point of ``config`` not yet in the run's records.jsonl, on ``executor``
+    (a name from ``suite.executors.EXECUTORS``, made with ``executor_options``, or an instance),
+    ``jobs`` points at a time (None: the executor's default).
 
     Every input is checked before anything is written; on resume a torn last line is first
     moved to a side file (``warn`` says where, with its size) and every unreadable line is
     reported with its number (its point is measured again; the line stays where it is).
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= JOBS_MAX:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int)
+                             or not 1 <= jobs <= JOBS_MAX):
         raise UsageError("--jobs", f"{jobs!r} is out of range",
                          f"an integer from 1 to {JOBS_MAX}")
     points = config.points()
+    if isinstance(executor, str):  # before anything is written: a missing ray is exit 2
+        executor = make_executor(executor, **(executor_options or {}))
+    if jobs is None:
+        jobs = min(JOBS_MAX, executor.default_jobs(config.settings))
     if resume is not None:
         run_dir = open_run_dir(resume)
         earlier = read_meta(run_dir) if (run_dir / "meta.json").exists() else None
@@ -159,8 +168,9 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *, jobs
     result = SweepResult(run_dir=run_dir, total=len(points))
     result.statuses.update(r.status for r in previous)
     lock = threading.Lock()
-    # parallel points still never time at the same moment (see suite.measure.timing_lock)
-    isolator = Isolator(timing_lock=run_dir / ".timing.lock" if jobs > 1 else None)
+    # parallel points still never time at the same moment (see suite.executors.timing)
+    executor.timing_lock = run_dir / ".timing.lock" if jobs > 1 else None
+    executor.reference_cache = run_dir / ".references"
     bar = _progress(len(points), len(points) - len(todo), progress)
 
     def record(rec: Record, point: Point) -> None:
@@ -188,7 +198,7 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *, jobs
             return
         if bar is not None:
             bar.set_description_str(point.label(), refresh=True)
-        record(isolator.run(point, config.settings, slot=slot), point)
+        record(executor.run(point, config.settings, slot=slot), point)
 
     try:
         if jobs == 1:
@@ -197,9 +207,10 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *, jobs
         else:
             _run_parallel(todo, jobs, measure)
     except KeyboardInterrupt:
-        isolator.kill_all()
+        executor.kill_all()
         result.interrupted = True
     finally:
+        executor.close()
         if bar is not None:
             bar.close()
         meta["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -35,16 +35,71 @@ def _die_with_parent() -> None:
 
 
 def _apply_limits(spec: dict) -> None:
-    import resource
-
     _die_with_parent()
-
-    cap = spec["settings"].get("memory_cap_bytes")
-    if cap:
-        resource.setrlimit(resource.RLIMIT_AS, (int(cap), int(cap)))
     cpus = spec.get("cpus")
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(cpus))
+
+
+def _load_framework(framework: str, device: str, dtype: str) -> None:
+    """Import the point's framework and start its runtime, before the memory cap: the cap
+    bounds what the measurement allocates, not the framework's own libraries."""
+    import memray  # noqa: F401 — its shared libraries are mapped now, not under the cap
+    import numpy as np
+
+    import suite.measure  # noqa: F401
+    from suite.frameworks import registry
+
+    fw = registry()[framework](device, dtype)
+    fw.synchronize(fw.asarray(np.zeros(1)))
+
+
+def address_space_bytes() -> int:
+    """This process's virtual address space now (VmSize), 0 where it cannot be read."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _apply_memory_cap(cap: int | None) -> None:
+    """Cap the address space at what is mapped now (interpreter, frameworks) plus ``cap``: an
+    allocation the measured work makes beyond ``cap`` fails (MemoryError, XLA's
+    RESOURCE_EXHAUSTED: status ``oom``)."""
+    if cap:
+        import resource
+
+        limit = address_space_bytes() + int(cap)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+_LEAKED: list = []
+#: test-only: with ``hang-once``, the file whose existence means "hung once already"; with any
+#: hang, ``<marker>.hanging-<pid>`` announces that this process has reached its hang
+FAULT_MARKER_ENV = "IFT_BENCH_FAULT_MARKER"
+
+
+def _hang() -> None:
+    import time
+
+    marker = os.environ.get(FAULT_MARKER_ENV)
+    if marker:
+        open(f"{marker}.hanging-{os.getpid()}", "w").close()
+    time.sleep(10**6)
+
+
+def _process_started() -> float | None:
+    """Epoch seconds at which this process started (None where it cannot be read)."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 — a missing start time only loses the "start" phase
+        return None
 
 
 def _inject_fault(K: int) -> None:
@@ -58,9 +113,7 @@ def _inject_fault(K: int) -> None:
     if fault == "crash":
         os.abort()
     elif fault == "hang":
-        import time
-
-        time.sleep(10**6)
+        _hang()
     elif fault == "oom":
         import numpy as np
 
@@ -68,6 +121,25 @@ def _inject_fault(K: int) -> None:
         np.ones(cap // 8)  # beyond the cap: MemoryError
     elif fault == "exit":
         os._exit(3)  # dies without writing a record
+    elif fault == "leak":  # keeps 512 MiB resident for the rest of this process, then measures
+        import numpy as np
+
+        _LEAKED.append(np.ones(2**26))
+    elif fault == "hang-once":  # hangs unless the marker file exists, which it creates
+        marker = os.environ[FAULT_MARKER_ENV]
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            _hang()
+
+
+def _origin(spec: str) -> dict | None:
+    """The problem's origin for a failure record (None where even that cannot be had)."""
+    try:
+        import problems
+
+        return problems.origin(spec)
+    except Exception:  # noqa: BLE001 — the record of a failure must still be written
+        return None
 
 
 def main(argv: list[str]) -> int:
@@ -88,11 +160,14 @@ def main(argv: list[str]) -> int:
     point = Point.from_json(spec["point"])
     settings = Settings(**spec["settings"])
     try:
+        _load_framework(point.framework, point.device, point.dtype)
+        _apply_memory_cap(settings.memory_cap_bytes)
         _inject_fault(point.K)
         from suite.measure import measure
 
         dump = spec.get("dump_dir")
-        record = measure(point, settings, Path(dump) if dump else None)
+        record = measure(point, settings, Path(dump) if dump else None,
+                         process_started=_process_started())
     except BaseException as exc:  # noqa: BLE001 — every failure becomes a record
         text = "".join(traceback.format_exception(exc))
         status = "oom" if any(m in text for m in OOM_MARKERS) else "error"
@@ -103,7 +178,7 @@ def main(argv: list[str]) -> int:
                         error=f"{type(exc).__name__}: {exc}"[:2000] + "\n" + text[-3000:],
                         threads=settings.threads, timeout_s=settings.timeout_s,
                         memory_cap_bytes=settings.memory_cap_bytes, point_key=point.key(),
-                        node=socket.gethostname())
+                        node=socket.gethostname(), problem_origin=_origin(point.problem))
     write_json(Path(out_path), record.to_json())
     return 0
 

@@ -36,3 +36,20 @@ def peak_bytes(backend: str, framework: str, K: int, n: int = 50, **options: str
 
     call()  # warm-up / compile
     return memray_peak_bytes(call)
+
+
+def require_ray():
+    """The ray module; a test without it is skipped with the reason, except where
+    ``IFT_BENCH_REQUIRE_RAY=1`` (CI: ``make setup`` installs it) makes that a failure."""
+    import os
+
+    import pytest
+
+    try:
+        import ray
+    except ImportError as exc:
+        message = f"the ray extra is not installed ({exc}); pip install -e '.[ray]'"
+        if os.environ.get("IFT_BENCH_REQUIRE_RAY") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return ray

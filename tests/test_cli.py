@@ -20,7 +20,11 @@ def test_list_json_has_exactly_the_contract_keys(capsys):
     assert main(["list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(set(r) == {"problem", "backend", "framework", "supported", "reason",
-                                   "needs_options"} for r in rows)
+                                   "needs_options", "corresponds_to", "converged_only"}
+                        for r in rows)
+    # a peer row names the strategy of ours it stands beside; ours name none
+    assert {r["corresponds_to"] for r in rows if r["backend"] == "jaxopt-cg"} == {"ift-cg"}
+    assert {r["corresponds_to"] for r in rows if r["backend"] == "ift-cg"} == {None}
     table = {(r["problem"], r["backend"], r["framework"]): r for r in rows}
     for problem in ("gd", "softmax", "sparsemax", "qp", "savi"):
         for backend in ("unrolled", "ift-direct", "ift-cg"):
@@ -110,7 +114,7 @@ def no_measuring(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a point was measured despite bad input")
 
-    monkeypatch.setattr("suite.runner.Isolator.run", refuse)
+    monkeypatch.setattr("suite.executors.local.LocalExecutor.run", refuse)
 
 
 def _one_line_error(capsys) -> str:

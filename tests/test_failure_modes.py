@@ -16,13 +16,16 @@ import pytest
 from backends.exact_arithmetic import InformationBuffer
 from suite.cli import main
 from suite.config import build_config
-from suite.measure import TIMING_LOG_ENV, measure
+from suite.executors.local import LAUNCHERS, LocalExecutor, run_isolated
+from suite.executors.timing import TIMING_LOG_ENV
+from suite.measure import measure
 from suite.point import Point, Settings
 from suite.records import read_records
-from suite.runner import Isolator
 from suite.sweep import run_sweep
 
-CAP = 4 * 2**30  # above the ~1.5 GiB of address space JAX holds after import
+from .support_matrix import FRAMEWORKS
+
+CAP = 2**30  # what the measurement may add to the address space of the loaded framework
 
 
 # ---- exit status, OOM, SIGKILL, timeout (isolated workers) --------------------------------
@@ -39,23 +42,37 @@ def test_point_that_does_not_finish_ok_exits_1(monkeypatch, capsys):
 @pytest.mark.slow
 def test_jax_itself_running_out_of_memory_is_an_oom_record(capsys):
     """No fault injection: JAX loads, then its reverse-mode scan asks XLA for the K × state
-    residual stack, 4 GB for K = 10⁶ at n = 100, beyond the 4 GiB address-space cap."""
+    residual stack, 4 GB for K = 10⁶ at n = 100, beyond the 1 GiB the cap lets the
+    measurement add."""
     rc = main(["point", "--problem", "gd", "--backend", "unrolled", "--framework", "jax",
                "--n", "100", "--K", "1000000", "--repeats", "1", "--memory-cap", str(CAP),
                "--timeout", "240", "--json"])
     record = json.loads(capsys.readouterr().out)
     assert rc == 1
     assert record["status"] == "oom", record["error"]
-    # XLA's allocator refused (not numpy before the framework loaded)
+    # XLA's allocator refused (not the framework's own libraries while loading)
     assert "RESOURCE_EXHAUSTED" in record["error"] and "MemoryError" not in record["error"]
     assert record["memory_cap_bytes"] == CAP
 
 
 @pytest.mark.slow
-def test_a_worker_killed_by_sigkill_is_recorded_as_oom(monkeypatch):
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_small_cap_caps_the_measurement_not_the_framework_import(framework):
+    """A 300 MiB cap once failed torch's own import (``libtorch_cpu.so: failed to map
+    segment``); the cap now starts after the framework is loaded, so a small point measures
+    under it (and test_jax_itself_running_out_of_memory shows the cap still stops the work)."""
+    settings = Settings(repeats=1, memory_cap_bytes=300 * 2**20)
+    record = run_isolated(Point("gd", "unrolled", framework, n=10, K=10), settings)
+    assert record.status == "ok", record.error
+    assert record.memory_cap_bytes == 300 * 2**20 and record.step_evals == 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_worker_killed_by_sigkill_is_recorded_as_oom(monkeypatch, launcher):
     """SIGKILL that the harness did not send is what the kernel's OOM killer sends."""
     monkeypatch.setenv("IFT_BENCH_FAULT", "hang")
-    isolator, out = Isolator(), {}
+    isolator, out = LocalExecutor(launcher=launcher), {}
     runner = threading.Thread(target=lambda: out.setdefault("record", isolator.run(
         Point("gd", "unrolled", "torch", n=5, K=3), Settings(repeats=1, timeout_s=120))))
     runner.start()
@@ -66,6 +83,7 @@ def test_a_worker_killed_by_sigkill_is_recorded_as_oom(monkeypatch):
     time.sleep(0.5)  # let it reach the hang
     os.kill(worker.pid, signal.SIGKILL)
     runner.join(timeout=60)
+    isolator.close()
     record = out["record"]
     assert record.status == "oom"
     assert "killed by signal SIGKILL" in record.error

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from suite.cli import main
 from suite.config import load_config
 from suite.errors import UsageError
+from suite.executors import failure_record
 from suite.records import append_record
-from suite.runner import failure_record
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None,  # writes nothing to the tree
                     suppress_health_check=[HealthCheck.too_slow])
@@ -102,7 +102,7 @@ def _sandbox():
         root = Path(tmp)
         (root / "cwd").mkdir()
         mp.chdir(root / "cwd")
-        mp.setattr("suite.runner.Isolator.run",
+        mp.setattr("suite.executors.local.LocalExecutor.run",
                    lambda self, point, s, *, dump_dir=None, slot=0:
                    failure_record(point, s, "ok", None))
         yield root, root / "results"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.linear_solvers import conjugate_gradient, gmres, neumann_series
+from backends.linear_solvers import Operator, conjugate_gradient, direct, gmres, neumann_series
 from problems.gd import GradientDescentHyper
 from suite.diagnostics import adjoint_diagnostics
 from suite.errors import UnsupportedError
@@ -37,7 +37,8 @@ def test_gmres_solves_a_nonsymmetric_system(framework, restart):
     fw = _framework(framework)
     A, b = _system()
     A_fw, b_fw = fw.asarray(A), fw.asarray(b)
-    result = gmres(fw, lambda v: A_fw @ v, b_fw, tol=1e-11, restart=restart, maxiter=500)
+    result = gmres(fw, Operator(lambda v: A_fw @ v), b_fw,
+                   {"tol": 1e-11, "restart": restart, "maxiter": 500})
     z = fw.to_numpy(result.solution)
     assert bool(fw.to_numpy(result.converged))
     assert np.linalg.norm(A @ z - b) <= 1.5e-11 * np.linalg.norm(b)
@@ -51,8 +52,10 @@ def test_cg_and_gmres_agree_on_an_spd_system(framework):
     M = rng.standard_normal((30, 30))
     A, b = M @ M.T + 30 * np.eye(30), rng.standard_normal(30)
     A_fw, b_fw = fw.asarray(A), fw.asarray(b)
-    cg = fw.to_numpy(conjugate_gradient(fw, lambda v: A_fw @ v, b_fw, 1e-12, 200).solution)
-    gm = fw.to_numpy(gmres(fw, lambda v: A_fw @ v, b_fw, 1e-12, 30, 200).solution)
+    op = Operator(lambda v: A_fw @ v)
+    cg = fw.to_numpy(conjugate_gradient(fw, op, b_fw, {"tol": 1e-12, "maxiter": 200}).solution)
+    gm = fw.to_numpy(gmres(fw, op, b_fw, {"tol": 1e-12, "restart": 30, "maxiter": 200})
+                     .solution)
     assert rel(cg, gm) < 1e-10
 
 
@@ -69,10 +72,55 @@ def test_neumann_series_meets_its_bound(framework):
     A_fw, b_fw = fw.asarray(A), fw.asarray(b)
     errors = []
     for k in (0, 5, 20, 80):
-        approx = fw.to_numpy(neumann_series(fw, lambda v: A_fw @ v, b_fw, alpha, k).solution)
+        approx = fw.to_numpy(neumann_series(fw, Operator(lambda v: A_fw @ v), b_fw,
+                                            {"alpha": alpha, "k": k}).solution)
         errors.append(rel(approx, exact))
         assert errors[-1] <= rho ** (k + 1) * (1 + 1e-9)
     assert errors == sorted(errors, reverse=True)
+
+
+def _block_system(B: int = 5, m: int = 12, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """B independent SPD systems; the first is 2·I (one Krylov step solves it)."""
+    rng = np.random.default_rng(seed)
+    blocks = [2.0 * np.eye(m)]
+    for i in range(1, B):
+        M = rng.standard_normal((m, m))
+        blocks.append(M @ M.T / m + (0.05 + 2.0 * (B - i) / B) * np.eye(m))
+    return np.stack(blocks), rng.standard_normal((B, m))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("solver, opts", [
+    (conjugate_gradient, {"tol": 1e-12, "maxiter": 500}),
+    (gmres, {"tol": 1e-12, "restart": 7, "maxiter": 500}),
+    (direct, {}),
+])
+def test_block_solvers_stop_each_block_on_its_own_residual(solver, opts, framework):
+    """One batched program solves B independent systems: each block to tol·‖b_i‖, the loop
+    as long as the slowest block (iterations = the largest per-block count, each loop step
+    one batched product), the easy blocks frozen earlier."""
+    fw = _framework(framework)
+    A, b = _block_system()
+    A_fw = fw.asarray(A)
+    products = []
+
+    def matvec(V):
+        products.append(1)
+        return (A_fw @ V[..., None])[..., 0]
+
+    result = solver(fw, Operator(matvec, lambda: A_fw), fw.asarray(b), opts)
+    z = fw.to_numpy(result.solution)
+    exact = np.linalg.solve(A, b[..., None])[..., 0]
+    residual = np.linalg.norm(np.einsum("bij,bj->bi", A, z) - b, axis=1)
+    if solver is direct:
+        assert result.iterations is None and rel(z, exact) < 1e-13
+        return
+    assert (residual <= 1.5e-12 * np.linalg.norm(b, axis=1)).all()
+    assert rel(z, exact) < 1e-10
+    its = fw.to_numpy(result.block_iterations)
+    assert int(fw.to_numpy(result.iterations)) == its.max() and its.min() < its.max()
+    if solver is conjugate_gradient and framework == "torch":  # eager: products are visible
+        assert len(products) == its.max()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

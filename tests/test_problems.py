@@ -18,7 +18,8 @@ from .helpers import SMALL, rel, trace_bytes
 PROBLEMS = list(support_matrix.PROBLEMS)
 SIZE = {"savi": 2}
 #: K at which each problem's solver has converged to rounding (for the converged reference)
-CONVERGED_K = {"gd": 4000, "softmax": 4000, "sparsemax": 120, "savi": 2000, "qp": 2000}
+CONVERGED_K = {"gd": 4000, "softmax": 4000, "sparsemax": 120, "savi": 2000, "qp": 2000,
+               "deq": 200}
 
 
 def _instance(name: str, n: int):

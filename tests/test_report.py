@@ -12,6 +12,7 @@ from suite.cli import main
 from suite.records import load_frame
 
 from .browser import chromium, require_browser
+from .helpers import require_ray
 
 pytestmark = pytest.mark.slow
 
@@ -109,3 +110,24 @@ def test_quick_report_plots_every_series_of_its_k_sweep(quick_run):
     summary = analysis.summary(frame)
     swept = ok.groupby(["backend", "framework"])["K"].nunique()
     assert len(summary) == (swept >= 2).sum()
+
+
+def test_the_quick_sweep_through_ray_records_what_the_local_executor_records(quick_run,
+                                                                          tmp_path):
+    """The same points on a local Ray cluster (started by the CLI) give records whose
+    deterministic meters equal the local executor's exactly."""
+    require_ray()
+    assert main(["run", "--config", "quick", "--results", str(tmp_path), "--run-id", "ray",
+                 "--executor", "ray", "--no-progress"]) == 0
+    local = load_frame(quick_run).set_index("point_key")
+    through_ray = load_frame(tmp_path / "ray").set_index("point_key")
+    assert sorted(through_ray.index) == sorted(local.index)
+    assert (through_ray["status"] == local.loc[through_ray.index, "status"]).all()
+    ok = through_ray.index[through_ray["status"] == "ok"]
+    assert len(ok) >= len(local) - 2
+    for column in ("trace_bytes", "step_evals", "vjp_evals", "jvp_evals", "hvp_evals",
+                   "solver_iters", "grad_rel_error", "grad_error_k_step", "dim_x"):
+        mine, theirs = through_ray.loc[ok, column], local.loc[ok, column]
+        same = (mine == theirs) | (mine.isna() & theirs.isna())
+        assert same.all(), (column, list(ok[~same]))
+    assert through_ray.loc[ok, "node"].notna().all()

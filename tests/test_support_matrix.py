@@ -36,23 +36,24 @@ def test_list_json_equals_the_pinned_matrix(capsys):
 def test_validate_point_follows_the_pinned_matrix(problem, backend, framework):
     """Defaults refused with exactly the pinned reason; the pinned options make a
     needs-options cell measurable; an unsupported cell stays refused with them too."""
-    assert support_reason(problem, backend, framework) == matrix.UNSUPPORTED.get((problem,
-                                                                                  backend))
+    assert support_reason(problem, backend, framework) == matrix.unsupported(problem, backend,
+                                                                             framework)
     point = Point(problem, backend, framework, n=4, K=3)
-    refusal = (matrix.UNSUPPORTED.get((problem, backend))
+    refusal = (matrix.unsupported(problem, backend, framework)
                or matrix.NEEDS_OPTIONS.get((problem, backend), (None, None))[0])
     if refusal is None:
         validate_point(point)
-        assert matrix.runs(problem, backend)
+        assert matrix.runs_in(problem, backend, framework)
         return
     with pytest.raises(UnsupportedError) as exc:
         validate_point(point)
     assert exc.value.detail == refusal
-    assert not matrix.runs(problem, backend)
-    if (problem, backend) in matrix.NEEDS_OPTIONS:
+    assert not matrix.runs_in(problem, backend, framework)
+    if (problem, backend) in matrix.NEEDS_OPTIONS and refusal == matrix.NEEDS_OPTIONS[
+            (problem, backend)][0]:
         options = matrix.NEEDS_OPTIONS[(problem, backend)][1]
         validate_point(Point(problem, backend, framework, n=4, K=3, options=options))
-        assert matrix.runs(problem, backend, options)
+        assert matrix.runs_in(problem, backend, framework, options)
 
 
 def test_every_problem_has_unrolled_and_an_exact_ift_strategy_in_the_matrix():

@@ -13,8 +13,8 @@ import pytest
 
 from suite.cli import main
 from suite.config import load_config
+from suite.executors import failure_record
 from suite.records import Record, append_record, read_records, write_json
-from suite.runner import failure_record
 
 CONFIG = """
 name = "resume"
@@ -96,7 +96,7 @@ def test_resume_from_meta_json_alone_finishes_the_default_config_exactly(tmp_pat
     config = load_config("default")
     expected = [p.key() for p in config.points()]
     missing = {p.key() for p in config.points() if p.problem == "qp" and p.K == 1000}
-    assert len(missing) == 6 and len(expected) == 178  # 3 qp backends × 2 frameworks
+    assert len(missing) == 6 and len(expected) == 278  # 3 qp backends × 2 frameworks
     run_dir = _killed_run(tmp_path, config, lambda p: p.key() not in missing)
     before = (run_dir / "records.jsonl").read_bytes()[:-len(TORN)]
     measured = []
@@ -105,18 +105,18 @@ def test_resume_from_meta_json_alone_finishes_the_default_config_exactly(tmp_pat
         measured.append(point.key())
         return _ok_record(point, settings)
 
-    monkeypatch.setattr("suite.runner.Isolator.run", fake_run)
+    monkeypatch.setattr("suite.executors.local.LocalExecutor.run", fake_run)
     assert main(["run", "--resume", str(run_dir), "--no-progress"]) == 0
     out, err = capsys.readouterr()
     assert sorted(measured) == sorted(missing)
     keys = [r.point_key for r in read_records(run_dir / "records.jsonl")]
-    assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys)) == 178
+    assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys)) == 278
     after = (run_dir / "records.jsonl").read_bytes()
     assert after.startswith(before)  # every earlier record kept, byte for byte
     side = run_dir / f"records.jsonl.torn-at-{len(before)}"
     assert side.read_bytes() == TORN
     assert f"torn last line ({len(TORN)} bytes) moved to {side}" in err
-    assert "ok 178" in out
+    assert "ok 278" in out
 
 
 def test_resume_reports_unreadable_lines_and_keeps_them(tmp_path, monkeypatch, capsys):
@@ -130,7 +130,7 @@ def test_resume_reports_unreadable_lines_and_keeps_them(tmp_path, monkeypatch, c
     def fake_run(self, point, settings, *, dump_dir=None, slot=0):
         raise AssertionError("every point is recorded: nothing to measure")
 
-    monkeypatch.setattr("suite.runner.Isolator.run", fake_run)
+    monkeypatch.setattr("suite.executors.local.LocalExecutor.run", fake_run)
     assert main(["run", "--resume", str(run_dir), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert f"{records}:4: unreadable line skipped (a JSON list, not an object)" in err

@@ -4,7 +4,12 @@ A peer row declares the library it measures, the strategy of ours it corresponds
 sets the two side by side), the frameworks and problems it fits, and whether it runs our K-step
 forward (``custom_root``, ``fixed_point(max_steps=K)``: the same x_K as ours) or its own solver
 to convergence (``converged_only``: K is then only a budget its solver may not use). A library
-that does not import makes its rows ``unsupported`` with the import error as the reason.
+that does not import makes its rows ``unsupported`` with the import error as the reason; with
+``IFT_BENCH_REQUIRE_PEERS=1`` (CI) it raises instead, so a missing peer fails the tests.
+
+Rows inherit the reference kind and the theory bands of the strategy they correspond to unless
+they declare their own: a peer is measured against the same float64 reference as ours, and the
+analysis fits it against the same law.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import importlib
 import importlib.metadata
 import os
 from functools import cache
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from backends.base import Strategy
+from backends.base import Strategy, Theory
 
 #: in CI every peer library must import: a missing one fails the tests instead of skipping rows
 REQUIRE_PEERS_ENV = "IFT_BENCH_REQUIRE_PEERS"
@@ -29,6 +34,12 @@ def import_error(module: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 — any import failure makes the rows unsupported
         return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
     return None
+
+
+def linear_tolerance(dtype: str) -> float:
+    """Our linear solvers' relative-residual tolerance, which every peer's solve is set to
+    (``backends.ift``: 1e-10 in float64, 1e-5 in float32)."""
+    return 1e-10 if dtype == "float64" else 1e-5
 
 
 class PeerStrategy(Strategy):
@@ -46,6 +57,23 @@ class PeerStrategy(Strategy):
     converged_only: ClassVar[bool] = False
     #: exact counts: none unless the row can count them honestly
     counts: ClassVar[tuple[str, ...]] = ()
+
+    def _ours(self) -> Strategy:
+        from backends import registry
+
+        return registry()[self.corresponds_to]
+
+    # the counterpart's reference kind and theory bands, unless the row declares its own
+    @property
+    def reference(self) -> Any:  # type: ignore[override]
+        return self._ours().reference
+
+    @property
+    def theory(self) -> Theory:  # type: ignore[override]
+        return self._ours().theory
+
+    def counterpart(self) -> str | None:
+        return self.corresponds_to
 
     def peer_label(self) -> str | None:
         try:
@@ -69,9 +97,10 @@ class PeerStrategy(Strategy):
             return f"{self.name} is a {' / '.join(self.frameworks)} library"
         if self.problems is not None and problem.name not in self.problems:
             return f"{self.name} fits {', '.join(self.problems)} only"
-        from backends import registry
-
-        ours = registry()[self.corresponds_to].unsupported_reason(problem, framework)
+        ours = self._ours().unsupported_reason(problem, framework)
         if ours is not None:
             return ours
         return self.library_reason()
+
+    def options_reason(self, problem, problem_options, strategy_options):
+        return self._ours().options_reason(problem, problem_options, strategy_options)

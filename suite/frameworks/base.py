@@ -74,6 +74,11 @@ class Framework(ABC):
     def compile(self, fn: Callable) -> Callable:
         """The callable that is timed (``jax.jit``; eager torch returns ``fn``)."""
 
+    def compile_for_counting(self, fn: Callable, *args: Any) -> Callable:
+        """The counting pass's callable for arguments like ``args``: what ``compile`` gives,
+        unless a cheaper compilation executes the same operations (it is never timed)."""
+        return self.compile(fn)
+
     @abstractmethod
     def synchronize(self, tree: Any) -> None:
         """Block until every array in ``tree`` is computed."""
@@ -108,6 +113,11 @@ class Framework(ABC):
         are pushed through together (the tangent output has that leading axis too). While f
         runs, each application of the instrumented step counts w JVPs.
         """
+
+    def jvp_columns(self, f: Callable[[Any], Any], x: Any, tangents: Any) -> Any:
+        """(∂f/∂x · t_j)_j for the rows t_j of ``tangents`` (w, dim x), pushed through
+        together (a Jacobian's columns, or block columns; uncounted: the caller ticks)."""
+        return self.jvp(f, (x,), (tangents,), batched=True)[1]
 
     @abstractmethod
     def jacobian(self, f: Callable[[Any], Any], x: Any) -> Any:

@@ -78,6 +78,13 @@ class JaxFramework(Framework):
     def compile(self, fn: Callable) -> Callable:
         return self._jax.jit(fn)
 
+    def compile_for_counting(self, fn: Callable, *args: Any) -> Callable:
+        # The counters are host callbacks with effects, which XLA neither removes nor
+        # duplicates at any optimisation level; without backend optimisations the counting
+        # program compiles in about half the time (gd, unrolled, K = 1000: 0.6 s, not 1.3 s).
+        return self._jax.jit(fn).lower(*args).compile(
+            compiler_options={"xla_backend_optimization_level": 0})
+
     def synchronize(self, tree: Any) -> None:
         self._jax.block_until_ready(tree)
 

@@ -221,6 +221,12 @@ class TorchFramework(Framework):
         self.tick("jvp_evals", x, times=x.numel())
         return self._torch.func.jacfwd(f)(x)
 
+    def jvp_columns(self, f: Callable[[Any], Any], x: Any, tangents: Any) -> Any:
+        # as jacfwd does it (vmap of jvp), without the eager fast paths of ``jvp``: they are
+        # written for dual tensors and do not compose with functorch's batched tangents
+        torch = self._torch
+        return torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t,))[1])(tangents)
+
     def solve(self, A: Any, b: Any) -> Any:
         return self._torch.linalg.solve(A, b)
 

@@ -1,0 +1,183 @@
+"""The local executor: each point in a fresh process on this machine, with a timeout and an
+optional memory cap.
+
+The child is forked from a warm fork server (``launcher="fork"``, the default for sweeps:
+torch, JAX and the suite imported once; see :mod:`suite.executors.forkserver`) or started as
+a new interpreter (``launcher="spawn"``). Either way it runs in its own session (so a
+terminal's Ctrl-C reaches only the sweep, which then kills the child's whole process group), a
+timeout kills the group, and a child that dies without writing its record is classified from
+its exit status and stderr. Every outcome is a :class:`~suite.records.Record`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from suite import references
+from suite.errors import UnsupportedError
+from suite.executors import Executor, failure_record
+from suite.executors.timing import TIMING_LOCK_ENV, cpu_affinity_for
+from suite.point import Point, Settings, validate_point
+from suite.records import Record
+from suite.worker import OOM_MARKERS
+
+STDERR_TAIL = 3000
+LAUNCHERS = ("fork", "spawn")
+
+
+def child_env(threads: int, timing_lock: Path | None = None,
+              reference_cache: Path | None = None) -> dict[str, str]:
+    """Environment that fixes every thread pool of the child before it imports anything."""
+    env = dict(os.environ)
+    if timing_lock is not None:
+        env[TIMING_LOCK_ENV] = str(timing_lock)
+    if reference_cache is not None:
+        env[references.CACHE_ENV] = str(reference_cache)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+        env[var] = str(threads)
+    xla = [f for f in env.get("XLA_FLAGS", "").split() if "multi_thread_eigen" not in f]
+    xla.append(f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}")
+    env["XLA_FLAGS"] = " ".join(xla)
+    env.setdefault("JAX_PLATFORMS", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["TF_CPP_MIN_LOG_LEVEL"] = env.get("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+class LocalExecutor(Executor):
+    """Points in child processes of this machine; remembers the live ones so that an
+    interrupt can kill them all (threads of a parallel sweep share one executor)."""
+
+    name: ClassVar[str] = "local"
+
+    def __init__(self, timing_lock: Path | None = None, launcher: str = "fork",
+                 reference_cache: Path | None = None) -> None:
+        if launcher not in LAUNCHERS:
+            from suite.errors import UsageError
+
+            raise UsageError("launcher", f"unknown {launcher!r}", LAUNCHERS)
+        self._active: set[Any] = set()
+        self._lock = threading.Lock()
+        #: a lock file serialising the timed sections of concurrent points (parallel sweeps)
+        self.timing_lock = timing_lock
+        self.reference_cache = reference_cache
+        self.launcher = launcher
+        self._server: Any = None
+        self._server_threads: int | None = None
+
+    def kill_all(self) -> None:
+        with self._lock:
+            active = list(self._active)
+        for proc in active:
+            _kill_group(proc)
+
+    def close(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
+    def _start(self, settings: Settings, spec: Path, out: Path, stdout: Path,
+               stderr: Path) -> Any:
+        env = child_env(settings.threads, self.timing_lock, self.reference_cache)
+        if self.launcher == "spawn":
+            with open(stdout, "wb") as out_fh, open(stderr, "wb") as err_fh:
+                return subprocess.Popen(
+                    [sys.executable, "-m", "suite.worker", str(spec), str(out)],
+                    stdout=out_fh, stderr=err_fh, env=env, start_new_session=True)
+        from suite.executors.forkserver import ForkServerClient
+
+        with self._lock:
+            # thread pools are fixed at import, so the server is per thread count
+            if self._server is not None and self._server_threads != settings.threads:
+                self._server.close()
+                self._server = None
+            if self._server is None:
+                self._server = ForkServerClient(env)
+                self._server_threads = settings.threads
+            server = self._server
+        return server.start(spec, out, stdout, stderr)
+
+    def run(self, point: Point, settings: Settings, *, dump_dir: Path | None = None,
+            slot: int = 0) -> Record:
+        """Measure ``point`` in a fresh process. Bad input raises; anything else is a record."""
+        settings.validate()
+        try:
+            validate_point(point)
+        except UnsupportedError as exc:
+            return failure_record(point, settings, "unsupported",
+                                  str(exc).split(": ", 1)[-1])
+
+        with tempfile.TemporaryDirectory(prefix="ift-bench-point-") as tmp:
+            tmp_path = Path(tmp)
+            spec = {"point": point.to_json(), "settings": settings.__dict__,
+                    "dump_dir": str(dump_dir) if dump_dir else None,
+                    "cpus": cpu_affinity_for(settings.threads, slot)}
+            (tmp_path / "spec.json").write_text(json.dumps(spec))
+            out_path, err_path = tmp_path / "record.json", tmp_path / "stderr.txt"
+            start = time.monotonic()
+            proc = self._start(settings, tmp_path / "spec.json", out_path,
+                               tmp_path / "stdout.txt", err_path)
+            with self._lock:
+                self._active.add(proc)
+            timed_out = False
+            try:
+                proc.wait(timeout=settings.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                if proc.poll() is None:  # timeout, or the sweep is being interrupted
+                    _kill_group(proc)
+                with self._lock:
+                    self._active.discard(proc)
+            wall = time.monotonic() - start
+            stderr_tail = err_path.read_text(errors="replace")[-STDERR_TAIL:] \
+                if err_path.exists() else ""
+
+            if timed_out:
+                return failure_record(point, settings, "timeout",
+                                      f"no result within {settings.timeout_s:g} s; process killed",
+                                      wall)
+            if out_path.exists():
+                record = Record.from_json(json.loads(out_path.read_text()))
+                if record.status != "ok":
+                    record.wall_s = wall
+                return record
+            return _classify_death(point, settings, proc.returncode, stderr_tail, wall)
+
+
+def run_isolated(point: Point, settings: Settings, *, dump_dir: Path | None = None) -> Record:
+    """One point in a fresh interpreter (no fork server: one point would not repay it)."""
+    return LocalExecutor(launcher="spawn").run(point, settings, dump_dir=dump_dir)
+
+
+def _kill_group(proc: Any) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _classify_death(point: Point, settings: Settings, returncode: int, stderr_tail: str,
+                    wall: float) -> Record:
+    if any(marker in stderr_tail for marker in OOM_MARKERS):
+        status = "oom"
+    elif returncode == -signal.SIGKILL:
+        status = "oom"  # the kernel's OOM killer is the usual sender of an unrequested SIGKILL
+    else:
+        status = "error"
+    how = (f"killed by signal {signal.Signals(-returncode).name}" if returncode < 0
+           else f"exited with status {returncode}")
+    return failure_record(point, settings, status,
+                          f"worker {how} without a record\n{stderr_tail}".rstrip(), wall)

@@ -1,0 +1,82 @@
+"""The report's peers table against the records it is built from: which rows it shows, the
+ratios ours/peer computed from the two records, and ‖g_ours − g_peer‖/‖g_peer‖ as the harness
+measured it (checked here against both gradients recomputed on the same instance)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from reports import peers
+from reports.problem_sections import problem_section
+from suite import analysis
+from suite.measure import measure
+from suite.point import Point, Settings
+from suite.program import evaluate
+from suite.records import load_frame
+
+#: a peer beside its counterpart, one peer with ours missing at its K, and our own rows
+POINTS = [Point("gd", b, "jax", n=6, K=K) for b, K in (
+    ("ift-cg", 40), ("jaxopt-cg", 40), ("optimistix-cg", 40), ("ift-direct", 40),
+    ("optimistix-lu", 40), ("jaxopt-lu", 60))]
+
+
+@pytest.fixture(scope="module")
+def frame(tmp_path_factory):
+    run = tmp_path_factory.mktemp("peers-run")
+    with open(run / "records.jsonl", "w") as fh:
+        for point in POINTS:
+            fh.write(json.dumps(measure(point, Settings(repeats=1)).to_json()) + "\n")
+    return analysis.annotate(load_frame(run))
+
+
+def _record(frame, backend):
+    return frame[frame["backend"] == backend].iloc[0]
+
+
+def test_table_has_one_row_per_peer_record_beside_its_counterpart(frame):
+    table = peers.peers_table(frame, "gd")
+    assert list(table["backend"]) == ["jaxopt-lu", "optimistix-lu", "jaxopt-cg", "optimistix-cg"]
+    assert list(table["ours"]) == ["ift-direct", "ift-direct", "ift-cg", "ift-cg"]
+    for _, row in table.iterrows():
+        peer = _record(frame, row["backend"])
+        assert row["peer"] == peer["peer"] and row["peer"].split()[0] in ("jaxopt", "optimistix")
+        assert row["time_s"] == peer["time_s"] and row["peak_bytes"] == peer["peak_bytes"]
+        assert row["error"] == peer["grad_rel_error"]
+        if row["K"] == 60:  # ift-direct was not measured at K = 60: nothing to set beside it
+            assert math.isnan(row["time_ratio"]) and math.isnan(row["time_ours_s"])
+            continue
+        ours = _record(frame, row["ours"])
+        assert row["time_ratio"] == pytest.approx(ours["time_s"] / peer["time_s"], rel=1e-12)
+        assert row["peak_ratio"] == pytest.approx(ours["peak_bytes"] / peer["peak_bytes"],
+                                                  rel=1e-12)
+        assert row["error_ours"] == ours["grad_rel_error"]
+
+
+@pytest.mark.parametrize("backend", ["jaxopt-cg", "optimistix-cg", "optimistix-lu"])
+def test_gradient_difference_is_the_one_on_the_same_instance(frame, backend):
+    row = peers.peers_table(frame, "gd").set_index("backend").loc[backend]
+    point = Point("gd", backend, "jax", n=6, K=40)
+    g_peer = evaluate(point).gradient
+    g_ours = evaluate(Point("gd", row["ours"], "jax", n=6, K=40)).gradient
+    expected = np.linalg.norm(g_ours - g_peer) / np.linalg.norm(g_peer)
+    assert row["grad_diff_error"] == pytest.approx(expected, rel=1e-6, abs=1e-15)
+    assert row["grad_diff_error"] < 1e-8  # the same IFT at the same x_K
+    if backend.startswith("optimistix"):
+        assert row["peer_steps"] == 40  # its fixed_point stopped at max_steps = K
+    else:
+        assert math.isnan(row["peer_steps"])  # custom_root runs our forward: nothing to report
+    assert not row["converged_only"] and row["trace_note"] == "metered"
+
+
+def test_our_own_records_carry_no_difference_and_the_section_shows_the_table(frame):
+    for backend in ("ift-cg", "ift-direct"):
+        assert "grad_rel_diff_ours" not in (_record(frame, backend)["diagnostics"] or {})
+    view = problem_section("gd", frame)["peers"]
+    assert view["columns"][:6] == ["n", "K", "peer row", "library", "ours", "time (peer)"]
+    assert "time ours/peer" in view["columns"] and "‖g_ours − g_peer‖/‖g_peer‖" in view["columns"]
+    assert len(view["rows"]) == 4
+    assert peers.peers_table(frame, "qp").empty
