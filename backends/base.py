@@ -53,6 +53,11 @@ class Strategy(ABC):
         """Why this strategy cannot run on ``problem`` in ``framework`` (None: it can)."""
         return None
 
+    #: True when the strategy runs its own solver to convergence instead of our K-step forward
+    #: (a converged-only peer row such as qpth): the record's ``forward_time_s`` and
+    #: ``inner_residual``, which describe our forward, are then null
+    own_solver: ClassVar[bool] = False
+
     def peer_label(self) -> str | None:
         """The library (with its version) a peer row measures, e.g. ``"jaxopt 0.8.5"``; None for
         the suite's own strategies. Recorded as ``peer``."""

@@ -71,6 +71,8 @@ def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> d
                         if len(table_)],
         "warning_groups": record_tables.warning_groups(frame),
         "config_view": record_tables.config_view(config),
+        "nodes": views.record_table(nodes) if len(nodes := record_tables.nodes_table(frame))
+        else None,
     }
 
 

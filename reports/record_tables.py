@@ -100,6 +100,22 @@ def diagnostics_table(frame: pd.DataFrame, family: str) -> pd.DataFrame:
     return _sorted(out).reset_index(drop=True)
 
 
+def nodes_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per node (hostname), the points it measured, by status, and what they were — shown
+    only when a run (a Ray sweep, or a resumed one) was measured on more than one machine,
+    since times from different machines must not be compared."""
+    if frame.empty or "node" not in frame or frame["node"].nunique() < 2:
+        return pd.DataFrame()
+    rows = []
+    for node, sub in frame.groupby(frame["node"].fillna("?"), sort=True):
+        statuses = sub["status"].value_counts()
+        rows.append({"node": node, "points": len(sub), "ok": int(statuses.get("ok", 0)),
+                     "not ok": int(len(sub) - statuses.get("ok", 0)),
+                     "problems": ", ".join(sorted(sub["problem"].unique())),
+                     "frameworks": ", ".join(sorted(sub["framework"].unique()))})
+    return pd.DataFrame(rows)
+
+
 def warning_kind(message: str) -> str:
     """A warning's kind: its text with every number replaced by ``#`` (so "‖F‖ = 1.2e-03"
     and "‖F‖ = 4.0e-07" are one kind)."""

@@ -211,7 +211,8 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
         times, fwd_times = [], []
         for _ in range(settings.repeats):  # interleaved so drift affects both alike
             times.append(_timed(fw, lambda: grad_fn(theta, arrays)))
-            fwd_times.append(_timed(fw, lambda: fwd_fn(theta, arrays)))
+            if not strategy.own_solver:
+                fwd_times.append(_timed(fw, lambda: fwd_fn(theta, arrays)))
 
         time_ratio = None
         if settings.pair_with is not None:
@@ -251,7 +252,9 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
         except references.ReferenceUnavailable as exc:
             errors[kind] = None
             warnings_refs.append(f"no {kind} reference: {exc}")
-    residual = prep.residual_norm(x_K)
+    # a strategy running its own solver (qpth) never sees our x_K: our forward's time and
+    # residual would describe our solver, not it, so they are recorded as unknown
+    residual = None if strategy.own_solver else prep.residual_norm(x_K)
     phases.mark("references")
 
     warnings: list[str] = list(warnings_refs)
@@ -277,13 +280,14 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
     if solver_iters is not None and solver_iters != counts["solver_iters"]:
         warnings.append(f"solver_iters: program returned {solver_iters}, counting pass saw "
                         f"{counts['solver_iters']}")
-    if strategy.reference == "converged":
+    if strategy.reference == "converged" and not strategy.own_solver:
         warnings.extend(problem.ift_warnings(instance, fw.to_numpy(x_K)))
         cond = diagnostics.get("jacobian_cond")
         if cond is not None and not cond < JACOBIAN_COND_WARNING:
             warnings.append(f"∂F/∂x is numerically singular at x_K (condition number {cond:.1e}): "
                             "the IFT does not apply here")
-    if strategy.reference == "converged" and residual > IFT_RESIDUAL_WARNING * prep.residual_0:
+    if strategy.reference == "converged" and residual is not None and \
+            residual > IFT_RESIDUAL_WARNING * prep.residual_0:
         warnings.append(f"IFT applied away from a solution: ‖F(θ, x_K)‖ = {residual:.2e} "
                         f"({residual / prep.residual_0:.1e} of ‖F(θ, x_0)‖)")
 
@@ -297,7 +301,8 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
         problem=point.problem, backend=point.backend, framework=point.framework,
         device=point.device, dtype=point.dtype, n=point.n, K=K, seed=point.seed,
         options=dict(point.options), status="ok", warnings=warnings,
-        time_s=time_s, time_min_s=min(times), forward_time_s=statistics.median(fwd_times),
+        time_s=time_s, time_min_s=min(times),
+        forward_time_s=statistics.median(fwd_times) if fwd_times else None,
         first_call_s=first_call_s,
         compile_s=max(0.0, first_call_s - time_s) if point.framework == "jax" else None,
         repeats=settings.repeats, times_s=times, time_ratio=time_ratio,

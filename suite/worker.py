@@ -79,16 +79,16 @@ def _apply_memory_cap(cap: int | None) -> None:
 
 _LEAKED: list = []
 #: test-only: with ``hang-once``, the file whose existence means "hung once already"; with any
-#: hang, ``<marker>.hanging-<pid>`` announces that this process has reached its hang
+#: hang, ``<marker>.hanging-K<K>-<pid>`` announces that this process has reached its hang
 FAULT_MARKER_ENV = "IFT_BENCH_FAULT_MARKER"
 
 
-def _hang() -> None:
+def _hang(K: int) -> None:
     import time
 
     marker = os.environ.get(FAULT_MARKER_ENV)
     if marker:
-        open(f"{marker}.hanging-{os.getpid()}", "w").close()
+        open(f"{marker}.hanging-K{K}-{os.getpid()}", "w").close()
     time.sleep(10**6)
 
 
@@ -113,7 +113,7 @@ def _inject_fault(K: int) -> None:
     if fault == "crash":
         os.abort()
     elif fault == "hang":
-        _hang()
+        _hang(K)
     elif fault == "oom":
         import numpy as np
 
@@ -129,7 +129,7 @@ def _inject_fault(K: int) -> None:
         marker = os.environ[FAULT_MARKER_ENV]
         if not os.path.exists(marker):
             open(marker, "w").close()
-            _hang()
+            _hang(K)
 
 
 def _origin(spec: str) -> dict | None:

@@ -4,6 +4,7 @@ dies, and stops when asked."""
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import sys
@@ -57,12 +58,12 @@ def test_a_point_that_leaks_does_not_change_the_next_points_memory(monkeypatch, 
 
 
 def test_fork_and_spawn_launchers_record_the_same_deterministic_meters(tmp_path):
-    config = _config("launchers", [5, 50], backends=("unrolled", "checkpoint-binomial"),
+    config = _config("launchers", [5, 50], backends=("checkpoint-binomial",),
                      frameworks=("torch", "jax"))
     forked = _by_K(run_sweep(config, tmp_path / "fork", progress=False).run_dir)
     spawned = _by_K(run_sweep(config, tmp_path / "spawn", progress=False,
                               executor_options={"launcher": "spawn"}).run_dir)
-    assert forked.keys() == spawned.keys() and len(forked) == 8
+    assert forked.keys() == spawned.keys() and len(forked) == 4
     for key, record in forked.items():
         assert record.status == "ok", record.error
         for name in DETERMINISTIC:
@@ -86,36 +87,36 @@ def ray_cluster(tmp_path_factory):
 
 def _hung_worker(K: int, marker, deadline_s: float = 180,
                  exclude: int | None = None) -> psutil.Process:
-    """The live ``suite.worker`` process of the point with this K (not ``exclude``), once it
-    has reached its hang (it announces that with ``<marker>.hanging-<pid>``)."""
+    """The live worker process of the point with this K (not ``exclude``), once it has
+    reached its hang: it announces that with ``<marker>.hanging-K<K>-<pid>``."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        for proc in psutil.process_iter(["cmdline", "status"]):
-            cmd = proc.info["cmdline"] or []
-            if "suite.worker" in cmd and _spec_K(cmd) == K and proc.pid != exclude and \
-                    proc.info["status"] != psutil.STATUS_ZOMBIE and \
-                    os.path.exists(f"{marker}.hanging-{proc.pid}") and proc.parent():
-                return proc
+        for path in glob.glob(f"{marker}.hanging-K{K}-*"):
+            pid = int(path.rsplit("-", 1)[1])
+            try:
+                proc = psutil.Process(pid)
+                if pid != exclude and proc.status() != psutil.STATUS_ZOMBIE and proc.parent():
+                    return proc
+            except psutil.NoSuchProcess:
+                continue
         time.sleep(0.2)
     raise AssertionError(f"no hung worker for K={K} appeared")
 
 
+def _ray_worker_of(proc: psutil.Process) -> psutil.Process:
+    """The Ray worker process whose task runs ``proc``: its parent, or its grandparent when
+    ``proc`` was forked by the worker's fork server."""
+    parent = proc.parent()
+    if "suite.executors.forkserver" in " ".join(parent.cmdline()):
+        parent = parent.parent()
+    return parent
+
+
 def _kill_node_worker_of(K: int, marker) -> int:
-    """SIGKILL the Ray worker process running the hung point with this K (the parent of its
-    ``suite.worker`` process); return the killed pid."""
-    parent = _hung_worker(K, marker).parent()
-    os.kill(parent.pid, signal.SIGKILL)
-    return parent.pid
-
-
-def _spec_K(cmd: list[str]) -> int | None:
-    import json
-
-    try:
-        spec = json.loads(open(cmd[cmd.index("suite.worker") + 1]).read())
-    except (OSError, ValueError, IndexError):
-        return None
-    return spec["point"]["K"]
+    """SIGKILL the Ray worker process running the hung point with this K; return its pid."""
+    worker = _ray_worker_of(_hung_worker(K, marker))
+    os.kill(worker.pid, signal.SIGKILL)
+    return worker.pid
 
 
 def test_a_node_worker_killed_mid_point_costs_one_retry_and_nothing_else(ray_cluster,
@@ -140,9 +141,9 @@ def test_a_point_whose_node_is_lost_twice_is_an_error_record(ray_cluster, tmp_pa
 
     def kill_twice():
         first = _hung_worker(9, ray_cluster.marker)
-        os.kill(first.parent().pid, signal.SIGKILL)
+        os.kill(_ray_worker_of(first).pid, signal.SIGKILL)
         second = _hung_worker(9, ray_cluster.marker, exclude=first.pid)  # the retry's
-        os.kill(second.parent().pid, signal.SIGKILL)
+        os.kill(_ray_worker_of(second).pid, signal.SIGKILL)
         killed.append(2)
 
     killer = threading.Thread(target=kill_twice)
@@ -169,9 +170,8 @@ def test_interrupting_a_ray_sweep_cancels_its_tasks_and_keeps_finished_records(r
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the CLI sees it
 
     threading.Thread(target=interrupt_when_hung, daemon=True).start()
-    start = time.monotonic()
     result = run_sweep(config, tmp_path, jobs=1, progress=False, executor=executor)
-    assert result.interrupted and time.monotonic() - start < 120
+    assert result.interrupted  # not K = 9's timeout record 300 s later
     records = _by_K(result.run_dir)
     assert [k[2] for k in records] == [5] and records[("torch", "unrolled", 5)].status == "ok"
 

@@ -268,4 +268,6 @@ def test_peer_records(point, peer, trace_measured):
     else:
         assert record.trace_bytes is None and record.trace_note
         assert record.diagnostics["ipm_iterations"] > 0
+        # qpth never sees our forward: its time and residual are not recorded as its own
+        assert record.forward_time_s is None and record.inner_residual is None
     assert record.grad_rel_error < 1e-6

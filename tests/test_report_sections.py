@@ -237,3 +237,23 @@ def test_theory_table_travels_inside_the_report(report):
         assert rows[name][col] == band(strategy.theory.memory_K), name
     assert "file://" not in report["html"]
     assert 'href="#theory"' in report["html"]
+
+
+def test_a_run_measured_on_two_nodes_says_which_measured_what(report, tmp_path):
+    """A Ray sweep's records name their node; with more than one, the report lists each
+    node's points by status. One node (the hand-made run above): no such table."""
+    assert "nodes" not in report["tables"]
+    run = tmp_path / "two-nodes"
+    run.mkdir()
+    for fw, node in (("torch", "node-a"), ("jax", "node-b")):
+        for K in (10, 100):
+            append_record(run / "records.jsonl", _ok("unrolled", fw, K, node=node))
+    append_record(run / "records.jsonl", Record(
+        problem="gd", backend="ift-cg", framework="jax", device="cpu", dtype="float64", n=8,
+        K=10, seed=0, options={"momentum": 0.9}, status="error", error="lost", node="node-b"))
+    parser = _Tables()
+    parser.feed(write_report(run).read_text())
+    assert parser.tables["nodes"] == [
+        ["node", "points", "ok", "not ok", "problems", "frameworks"],
+        ["node-a", "2", "2", "0", "gd", "torch"],
+        ["node-b", "3", "2", "1", "gd", "jax"]]

@@ -50,6 +50,7 @@ class Qpth(PeerStrategy):
     frameworks = ("torch",)
     problems = ("qp",)
     converged_only = True
+    own_solver = True
     counts = ()
     options = (
         Option("eps", float, 1e-12, "qpth's stopping residual (primal + dual + m·μ; its default)",

@@ -1,9 +1,10 @@
 """The Ray executor: each point a Ray task that runs the local executor's isolated worker on
 whichever node Ray schedules it.
 
-The measurement protocol is unchanged — on its node the task starts the same fresh worker
-process (``python -m suite.worker``) with the same timeout, memory cap, CPU pinning and thread
-counts — so a record measured through Ray is the record the local executor would write there.
+The measurement protocol is unchanged — on its node the task runs the local executor: a fresh
+process per point, forked from a fork server that the Ray worker keeps for the run, with the
+same timeout, memory cap, CPU pinning and thread counts — so a record measured through Ray is
+the record the local executor would write there.
 Each task reserves ``threads`` CPUs; the timed sections of the tasks on one node take turns
 under one lock file per node and run (so at most one point times at a time on a node, while
 their untimed meters may overlap). Records come back to the driver, which appends them as they
@@ -31,20 +32,28 @@ from suite.records import Record
 ATTEMPTS = 2
 
 
+#: in a Ray worker process: one local executor (and so one warm fork server) per run and
+#: lock setting, reused by every task of that run the worker takes on; the server dies with
+#: the worker process
+_NODE_EXECUTORS: dict[tuple[str | None, bool], Any] = {}
+
+
 def _measure_on_node(point_json: dict, settings_json: dict, run_name: str | None,
                      timing_lock: bool, dump_dir: str | None) -> dict:
-    """Runs inside a Ray worker: one point through the local executor on this node, with the
-    node's timing lock and reference cache for this run (files in the node's temp dir)."""
+    """Runs inside a Ray worker: one point through the local executor on this node (forked
+    from the worker's fork server), with the node's timing lock and reference cache for this
+    run (files in the node's temp dir)."""
     from suite.executors.local import LocalExecutor
 
-    node_tmp = Path(tempfile.gettempdir())
-    executor = LocalExecutor(
-        timing_lock=node_tmp / f"ift-bench-timing-{run_name}.lock"
-        if run_name and timing_lock else None,
-        reference_cache=node_tmp / f"ift-bench-references-{run_name}" if run_name else None,
-        launcher="spawn")
-    record = executor.run(Point.from_json(point_json), Settings(**settings_json),
-                          dump_dir=Path(dump_dir) if dump_dir else None)
+    key = (run_name, timing_lock)
+    if key not in _NODE_EXECUTORS:
+        node_tmp = Path(tempfile.gettempdir())
+        _NODE_EXECUTORS[key] = LocalExecutor(
+            timing_lock=node_tmp / f"ift-bench-timing-{run_name}.lock"
+            if run_name and timing_lock else None,
+            reference_cache=node_tmp / f"ift-bench-references-{run_name}" if run_name else None)
+    record = _NODE_EXECUTORS[key].run(Point.from_json(point_json), Settings(**settings_json),
+                                      dump_dir=Path(dump_dir) if dump_dir else None)
     return record.to_json()
 
 

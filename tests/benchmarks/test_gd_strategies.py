@@ -12,10 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import backends
 from suite.point import Point
 from suite.program import prepare
 
+from ..support_matrix import BACKENDS, PEERS
+
+#: our own strategies (the peer rows have their own tests: tests/test_peers_*.py)
+OURS = [b for b in BACKENDS if b not in PEERS]
 N, K = 16, 200
 OPTIONS = {"momentum": "0.9"}
 #: what each strategy's gradient must equal (to TOLERANCE): its own biased definition, or the
@@ -112,7 +115,7 @@ def expected_gradient(prep) -> np.ndarray:
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
-@pytest.mark.parametrize("backend", list(backends.registry()))
+@pytest.mark.parametrize("backend", OURS)
 def test_gradient(benchmark, backend, framework):
     prep = prepare(Point("gd", backend, framework, n=N, K=K, options=OPTIONS))
     fw = prep.fw
