@@ -132,29 +132,38 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 PAIRED_REPEATS = 21
-def _paired_ratio(prep: Any, grad_fn: Any, settings: Settings) -> float:
-    """The median over adjacent pairs of t_self / t_other, the two gradients timed
-    alternately in this process (ABBA order, so neither always runs first): load that comes
-    and goes — a neighbouring point, a page-cache flush — hits both halves of a pair alike.
-    This is the gate's time measure."""
-    fw = prep.fw
-    if settings.pair_with == prep.point.backend:
-        return 1.0
+def _paired_program(prep: Any, settings: Settings) -> Callable[[], Any] | None:
+    """The gradient ``settings.pair_with`` is timed against, compiled and warmed up (outside
+    the timing lock: compiling it is not timed work), as a call; None when it is this one."""
+    if settings.pair_with is None or settings.pair_with == prep.point.backend:
+        return None
     from dataclasses import replace as _replace
 
+    fw = prep.fw
     other = prepare(_replace(prep.point, backend=settings.pair_with,
                              options={k: v for k, v in prep.point.options.items()
                                       if k in {o.name for o in prep.problem.options}}))
     other_fn = fw.compile(other.gradient_program())
     fw.synchronize(other_fn(other.theta, other.arrays))  # warm-up / compile
+    return lambda: other_fn(other.theta, other.arrays)
+
+
+def _paired_ratio(fw: Any, own_call: Callable[[], Any], other_call: Callable[[], Any] | None,
+                  settings: Settings) -> float:
+    """The median over adjacent pairs of t_self / t_other, the two gradients timed
+    alternately in this process (ABBA order, so neither always runs first): load that comes
+    and goes — a neighbouring point, a page-cache flush — hits both halves of a pair alike.
+    This is the gate's time measure (1 when a strategy is paired with itself)."""
+    if other_call is None:
+        return 1.0
     ratios = []
     for i in range(max(settings.repeats, PAIRED_REPEATS)):
         if i % 2:
-            own = _timed(fw, lambda: grad_fn(prep.theta, prep.arrays))
-            theirs = _timed(fw, lambda: other_fn(other.theta, other.arrays))
+            own = _timed(fw, own_call)
+            theirs = _timed(fw, other_call)
         else:
-            theirs = _timed(fw, lambda: other_fn(other.theta, other.arrays))
-            own = _timed(fw, lambda: grad_fn(prep.theta, prep.arrays))
+            theirs = _timed(fw, other_call)
+            own = _timed(fw, own_call)
         ratios.append(own / theirs)
     return statistics.median(ratios)
 
@@ -207,7 +216,10 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
     fw.synchronize((loss_K, x_K))
     phases.mark("first_call")
 
+    paired = _paired_program(prep, settings) if settings.pair_with is not None else None
+    phases.mark("first_call")
     with timing_lock():
+        phases.mark("lock_wait")  # a parallel point's timed section ran meanwhile
         times, fwd_times = [], []
         for _ in range(settings.repeats):  # interleaved so drift affects both alike
             times.append(_timed(fw, lambda: grad_fn(theta, arrays)))
@@ -216,7 +228,7 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
 
         time_ratio = None
         if settings.pair_with is not None:
-            time_ratio = _paired_ratio(prep, grad_fn, settings)
+            time_ratio = _paired_ratio(fw, lambda: grad_fn(theta, arrays), paired, settings)
     phases.mark("timed")
 
     device_peak = fw.device_peak_bytes(call_gradient)

@@ -100,7 +100,8 @@ class Record:
     memory_cap_bytes: int | None = None
     wall_s: float | None = None
     #: where the point's wall time went, in seconds: ``start`` (process start and imports, up to
-    #: the measurement), ``prepare``, ``first_call``, ``timed``, ``peak``, ``rss``, ``trace``,
+    #: the measurement), ``prepare``, ``first_call``, ``lock_wait`` (parallel points' turns),
+    #: ``timed``, ``peak``, ``rss``, ``trace``,
     #: ``counting``, ``references``: the harness's own overhead beside the timed work
     phases_s: dict[str, float] | None = None
     started_at: str | None = None
