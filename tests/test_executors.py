@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from suite.cli import main
+from suite.cli import _terminate_as_interrupt, main
 from suite.config import build_config
 from suite.records import read_records
 from suite.sweep import run_sweep
@@ -170,7 +170,9 @@ def test_interrupting_a_ray_sweep_cancels_its_tasks_and_keeps_finished_records(r
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the CLI sees it
 
     threading.Thread(target=interrupt_when_hung, daemon=True).start()
-    result = run_sweep(config, tmp_path, jobs=1, progress=False, executor=executor)
+    # SIGINT handled as the CLI handles it (pytest-xdist's worker has a handler of its own)
+    with _terminate_as_interrupt():
+        result = run_sweep(config, tmp_path, jobs=1, progress=False, executor=executor)
     assert result.interrupted  # not K = 9's timeout record 300 s later
     records = _by_K(result.run_dir)
     assert [k[2] for k in records] == [5] and records[("torch", "unrolled", 5)].status == "ok"
