@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from suite.cli import _terminate_as_interrupt, main
+from suite.cli import main
 from suite.config import build_config
 from suite.records import read_records
 from suite.sweep import run_sweep
@@ -158,8 +158,9 @@ def test_a_point_whose_node_is_lost_twice_is_an_error_record(ray_cluster, tmp_pa
 
 def test_interrupting_a_ray_sweep_cancels_its_tasks_and_keeps_finished_records(ray_cluster,
                                                                                tmp_path):
-    """K = 5 finishes; K = 9 hangs until the interrupt; the sweep stops promptly, keeps K = 5
-    and records nothing for the cancelled point (``--resume`` measures it again)."""
+    """K = 5 finishes; K = 9 hangs until the sweep is interrupted (what Ctrl-C does: the
+    executor's kill_all cancels every task in flight); the sweep stops, keeps K = 5 and records
+    nothing for the cancelled point (``--resume`` measures it again)."""
     from suite.executors.ray import RayExecutor
 
     executor = RayExecutor()
@@ -167,12 +168,10 @@ def test_interrupting_a_ray_sweep_cancels_its_tasks_and_keeps_finished_records(r
 
     def interrupt_when_hung():
         _hung_worker(9, ray_cluster.marker)
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the CLI sees it
+        executor.kill_all()
 
     threading.Thread(target=interrupt_when_hung, daemon=True).start()
-    # SIGINT handled as the CLI handles it (pytest-xdist's worker has a handler of its own)
-    with _terminate_as_interrupt():
-        result = run_sweep(config, tmp_path, jobs=1, progress=False, executor=executor)
+    result = run_sweep(config, tmp_path, jobs=1, progress=False, executor=executor)
     assert result.interrupted  # not K = 9's timeout record 300 s later
     records = _by_K(result.run_dir)
     assert [k[2] for k in records] == [5] and records[("torch", "unrolled", 5)].status == "ok"
