@@ -173,13 +173,15 @@ class Implicit(Strategy):
                 pullback.append(pb)
             return to_blocks(P, pullback[0](from_blocks(P, V))[0])
 
-        def dense() -> Any:  # the (B, m, m) blocks of (∂F/∂x)ᵀ
+        def dense() -> Any:  # the (B, m, m) blocks of (∂F/∂x)ᵀ, a new array (the solve's)
             blocks, closed = block_jacobian(fw, P, x, theta)
             source.append(closed)
+            if closed and not P.problem.residual_jacobian_fresh:
+                blocks = xp.asarray(blocks, copy=True)  # it may be the problem's own data
             return xp.matrix_transpose(blocks)
 
         solver = type(self).adjoint_solver
-        result = solver(fw, Operator(matvec, dense), to_blocks(P, rhs),
+        result = solver(fw, Operator(matvec, dense, dense_owned=True), to_blocks(P, rhs),
                         self.solver_options(P.problem, P.consts, opts))
         aux: dict[str, Any] = {}
         if result.iterations is not None:

@@ -33,11 +33,14 @@ class Operator:
     """A block-diagonal linear map on (B, m) stacks.
 
     ``matvec``: V ↦ (A_i V_i)_i, one batched product; ``dense``: () ↦ the (B, m, m) blocks,
-    materialised only by a solver that asks for them (direct solves).
+    materialised only by a solver that asks for them (direct solves). ``dense_owned``: each
+    ``dense()`` is a new array nothing else holds, which a direct solve may overwrite with
+    its LU factors (one matrix in memory instead of two).
     """
 
     matvec: Callable[[Any], Any]
     dense: Callable[[], Any] | None = None
+    dense_owned: bool = False
 
 
 @dataclass
@@ -65,7 +68,8 @@ def _blockwise(solver: LinearSolver) -> LinearSolver:
         if len(b.shape) != 1:
             return solver(fw, op, b, opts)
         flat = Operator(lambda v: op.matvec(v[0])[None],
-                        None if op.dense is None else (lambda: op.dense()[None]))
+                        None if op.dense is None else (lambda: op.dense()[None]),
+                        op.dense_owned)
         out = solver(fw, flat, b[None], opts)
         return SolveResult(out.solution[0], out.iterations, out.converged, out.block_iterations)
 
@@ -81,7 +85,8 @@ def direct(fw: Any, op: Operator, b: Any, opts: dict[str, Any]) -> SolveResult:
     """LU of each dense block (one batched factorisation): Θ(Bm²) memory, Θ(Bm³) time."""
     if op.dense is None:
         raise ValueError("a direct solve needs the operator's dense blocks")
-    return SolveResult(fw.solve(op.dense(), b[..., None])[..., 0])
+    solve = fw.solve_in_place if op.dense_owned else fw.solve
+    return SolveResult(solve(op.dense(), b[..., None])[..., 0])
 
 
 @_blockwise

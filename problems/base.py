@@ -176,8 +176,14 @@ class Problem(ABC):
 
     def residual_jacobian(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
         """∂F/∂x in closed form as its (B, m, m) diagonal blocks in ``to_blocks`` order (B = 1
-        without blocks), or None (default): the IFT builds it by forward mode."""
+        without blocks), or None (default): the IFT builds it by forward mode.
+
+        Set ``residual_jacobian_fresh = True`` when every call returns a new array (not
+        instance data, not a cached one): ``ift-direct`` then factors it in place."""
         return None
+
+    #: ``residual_jacobian`` returns a new array each call, which a solve may overwrite
+    residual_jacobian_fresh: ClassVar[bool] = False
 
 
 class MomentumDescent(ABC):
@@ -263,3 +269,35 @@ def numpy_namespace() -> Any:
     import array_api_compat.numpy as npx
 
     return npx
+
+
+def block_matrix(xp: Any, rows: list[list[Any]], like: Any) -> Any:
+    """The batched block matrix [[A₁₁, A₁₂, …], …] of (B, rᵢ, cⱼ) blocks (None: zeros).
+
+    Where arrays are mutable (numpy, torch) the result is allocated once and each block
+    copied into place, so building a (B, r, r) matrix holds one of it, not two (row strips,
+    then their concatenation); JAX arrays are immutable and XLA places the concatenation's
+    operands itself.
+    """
+    from array_api_compat import device as array_device, is_jax_array
+
+    heights = [next(b.shape[-2] for b in row if b is not None) for row in rows]
+    widths = [next(row[j].shape[-1] for row in rows if row[j] is not None)
+              for j in range(len(rows[0]))]
+    batch = tuple(like.shape[:-1])
+    zeros = lambda r, c: xp.zeros((*batch, r, c), dtype=like.dtype,  # noqa: E731
+                                  device=array_device(like))
+    if is_jax_array(like):
+        return xp.concat([xp.concat([b if b is not None else zeros(r, c)
+                                     for b, c in zip(row, widths, strict=True)], axis=-1)
+                          for row, r in zip(rows, heights, strict=True)], axis=-2)
+    out = zeros(sum(heights), sum(widths))
+    top = 0
+    for row, r in zip(rows, heights, strict=True):
+        left = 0
+        for b, c in zip(row, widths, strict=True):
+            if b is not None:
+                out[..., top:top + r, left:left + c] = b
+            left += c
+        top += r
+    return out

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as array_device
 
-from problems.base import Instance, Problem, ReferenceKind, numpy_namespace
+from problems.base import Instance, Problem, ReferenceKind, block_matrix, numpy_namespace
 from suite.options import Option
 
 COMPLEX_STEP = 1e-30
@@ -299,6 +299,8 @@ class QuadraticProgram(Problem):
         parts = (V[..., :n], V[..., n:n + m], V[..., n + m:])
         return xp.concat([xp.reshape(part, (*lead, -1)) for part in parts], axis=-1)
 
+    residual_jacobian_fresh = True  # built by block_matrix, nothing else holds it
+
     def residual_jacobian(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
         """With option ``jacobian=closed-form``: the KKT blocks
         [[Q, Gᵀ, Aᵀ], [diag(λ)G, diag(Gz − h), 0], [A, 0, 0]] of every instance, (B, r, r)
@@ -308,14 +310,12 @@ class QuadraticProgram(Problem):
         qp = self.split_theta(xp, d, theta)
         Q, G, h, A = (qp[k] for k in ("Q", "G", "h", "A"))
         z, lam, _ = self.split_x(xp, d, x)
-        B, m, p = d["B"], d["m"], d["p"]
         slack = _mv(xp, G, z) - h
-        like = {"dtype": x.dtype, "device": array_device(x)}
-        top = xp.concat([Q, xp.matrix_transpose(G), xp.matrix_transpose(A)], axis=2)
-        middle = xp.concat([lam[..., None] * G, slack[..., None] * xp.eye(m, **like),
-                            xp.zeros((B, m, p), **like)], axis=2)
-        bottom = xp.concat([A, xp.zeros((B, p, m + p), **like)], axis=2)
-        return xp.concat([top, middle, bottom], axis=1)
+        eye = xp.eye(d["m"], dtype=x.dtype, device=array_device(x))
+        Gt, At = xp.matrix_transpose(G), xp.matrix_transpose(A)
+        return block_matrix(xp, [[Q, Gt, At],
+                                 [lam[..., None] * G, slack[..., None] * eye, None],
+                                 [A, None, None]], like=z)
 
     def residual(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
         qp = self.split_theta(xp, d, theta)

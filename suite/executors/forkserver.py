@@ -30,7 +30,10 @@ from pathlib import Path
 #: imported once by the server, before any fork: what every point needs
 PRELOAD = ("numpy", "memray", "psutil", "suite.measure", "suite.worker")
 #: imported too where installed (a framework that fails to import fails its points, not others)
-PRELOAD_OPTIONAL = ("torch", "array_api_compat.torch", "jax", "jax.numpy")
+PRELOAD_OPTIONAL = ("torch", "array_api_compat.torch", "jax", "jax.numpy",
+                    # imported by torch on first use of checkpointing and forward-mode AD
+                    # (with sympy: 1.4 s that every such point would pay again)
+                    "torch._dynamo", "torch._decomp.decompositions_for_jvp")
 
 
 def _send(message: dict) -> None:
@@ -83,6 +86,12 @@ def serve() -> None:
     for problem in problems.registry().values():  # the modules a problem's data needs
         for name in getattr(problem, "preload", ()):
             importlib.import_module(name)
+    import gc
+
+    # every child inherits these objects; frozen, its collections never scan them (nor does
+    # a collection in the child touch their pages, which would copy them)
+    gc.collect()
+    gc.freeze()
     _send({"ready": os.getpid()})
 
     buffer = b""

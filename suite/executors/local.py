@@ -123,6 +123,7 @@ class LocalExecutor(Executor):
             spec = {"point": point.to_json(), "settings": settings.__dict__,
                     "dump_dir": str(dump_dir) if dump_dir else None,
                     "cpus": cpu_affinity_for(settings.threads, slot)}
+            spec["launched_at"] = time.time()  # the record's "start" phase counts from here
             (tmp_path / "spec.json").write_text(json.dumps(spec))
             out_path, err_path = tmp_path / "record.json", tmp_path / "stderr.txt"
             start = time.monotonic()

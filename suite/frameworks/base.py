@@ -74,6 +74,16 @@ class Framework(ABC):
     def compile(self, fn: Callable) -> Callable:
         """The callable that is timed (``jax.jit``; eager torch returns ``fn``)."""
 
+    #: whether ``trace_bytes`` runs the program (eager torch) rather than analysing its
+    #: compilation (JAX): then one run of the counting program meters both
+    counts_while_tracing: bool = False
+
+    def compile_shared(self, fn: Callable, *args: Any) -> Callable:
+        """``compile(fn)`` for a program whose compilation no record reports (the forward
+        solve, the gate's paired gradient), which other points of the run may share: JAX
+        loads it from the run's program cache when an earlier point compiled the same one."""
+        return self.compile(fn)
+
     def compile_for_counting(self, fn: Callable, *args: Any) -> Callable:
         """The counting pass's callable for arguments like ``args``: what ``compile`` gives,
         unless a cheaper compilation executes the same operations (it is never timed)."""
@@ -122,6 +132,11 @@ class Framework(ABC):
     @abstractmethod
     def jacobian(self, f: Callable[[Any], Any], x: Any) -> Any:
         """The dense Jacobian ∂f/∂x by forward mode (dim x JVPs, batched)."""
+
+    def solve_in_place(self, A: Any, b: Any) -> Any:
+        """``solve(A, b)`` where A is a temporary the caller drops: a framework may overwrite
+        it with its factors instead of factoring a copy (one matrix in memory, not two)."""
+        return self.solve(A, b)
 
     @abstractmethod
     def solve(self, A: Any, b: Any) -> Any:

@@ -78,6 +78,11 @@ class JaxFramework(Framework):
     def compile(self, fn: Callable) -> Callable:
         return self._jax.jit(fn)
 
+    def compile_shared(self, fn: Callable, *args: Any) -> Callable:
+        from suite import program_cache
+
+        return program_cache.compiled(self._jax.jit(fn).lower(*args))
+
     def compile_for_counting(self, fn: Callable, *args: Any) -> Callable:
         # The counters are host callbacks with effects, which XLA neither removes nor
         # duplicates at any optimisation level; without backend optimisations the counting

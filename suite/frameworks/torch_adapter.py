@@ -230,6 +230,21 @@ class TorchFramework(Framework):
     def solve(self, A: Any, b: Any) -> Any:
         return self._torch.linalg.solve(A, b)
 
+    def solve_in_place(self, A: Any, b: Any) -> Any:
+        # torch.linalg.solve factors a column-major copy of A; LAPACK's getrf overwrites
+        # its input, so A stored column-major is factored where it lies (out= aliasing A)
+        torch = self._torch
+        if A.requires_grad:  # out= does not differentiate
+            return self.solve(A, b)
+        adjoint = not A.mT.is_contiguous()
+        if adjoint:  # A row-major: factor the column-major Aᵀ in its memory, solve Aᵀᵀ
+            A = A.contiguous().mT
+        pivots = torch.empty(A.shape[:-1], dtype=torch.int32, device=A.device)
+        info = torch.empty(A.shape[:-2], dtype=torch.int32, device=A.device)
+        LU, pivots, _ = torch.linalg.lu_factor_ex(A, check_errors=True,  # singular: raise, as solve does
+                                                  out=(A, pivots, info))
+        return torch.linalg.lu_solve(LU, pivots, b, adjoint=adjoint)
+
     def stop_gradient(self, tree: Any) -> Any:
         return self.tree_map(lambda a: a.detach(), tree)
 
@@ -281,6 +296,8 @@ class TorchFramework(Framework):
                 self._meter.hold(a)
 
     # ---- meters -------------------------------------------------------------------------
+    counts_while_tracing = True
+
     def trace_bytes(self, program: Callable, *args: Any) -> int:
         torch = self._torch
         inputs: set[int] = set()
