@@ -82,6 +82,9 @@ class Problem(ABC):
     #: the one framework the math is written for (e.g. ``("torch",)``), or None: written once
     #: against ``xp`` and run by every framework. The other framework's cells are unsupported.
     frameworks: ClassVar[tuple[str, ...] | None] = None
+    #: modules ``generate`` imports that are slow to import (a dataset loader): a sweep's fork
+    #: server imports them once instead of every point paying for it
+    preload: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def generate(self, n: int, seed: int, options: Mapping[str, Any]) -> Instance:
