@@ -73,6 +73,8 @@ def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> d
         "config_view": record_tables.config_view(config),
         "nodes": views.record_table(nodes) if len(nodes := record_tables.nodes_table(frame))
         else None,
+        "harness": views.record_table(harness)
+        if len(harness := record_tables.harness_table(frame)) else None,
     }
 
 

@@ -116,6 +116,37 @@ def nodes_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: the phases of a point (``Record.phases_s``) in the order they run
+PHASES = ("start", "prepare", "first_call", "lock_wait", "timed", "peak", "rss", "trace",
+          "counting", "references")
+
+
+def harness_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Where the sweep's time went, per framework and in all: seconds summed over the points
+    that recorded ``phases_s``, by phase, and the median per point of the harness overhead —
+    everything but ``timed`` (the timed repeats of the gradient and the forward, and the
+    gate's paired calls), the process start and the untimed meters included."""
+    if frame.empty or "phases_s" not in frame:
+        return pd.DataFrame()
+    phases = frame["phases_s"].map(lambda p: p if isinstance(p, dict) and p else None)
+    measured = frame[phases.notna()]
+    if measured.empty:
+        return pd.DataFrame()
+    table = pd.DataFrame(list(phases.dropna()), index=measured.index).reindex(
+        columns=list(PHASES)).fillna(0.0)
+    table["framework"] = measured["framework"]
+    rows = []
+    for name, sub in [*table.groupby("framework", sort=True), ("all", table)]:
+        seconds = sub[list(PHASES)]
+        overhead = seconds.sum(axis=1) - seconds["timed"]
+        rows.append({"framework": name, "points": len(sub),
+                     "total (s)": round(float(seconds.to_numpy().sum()), 1),
+                     **{f"{phase} (s)": round(float(seconds[phase].sum()), 1)
+                        for phase in PHASES},
+                     "overhead per point, median (s)": round(float(overhead.median()), 2)})
+    return pd.DataFrame(rows)
+
+
 def warning_kind(message: str) -> str:
     """A warning's kind: its text with every number replaced by ``#`` (so "‖F‖ = 1.2e-03"
     and "‖F‖ = 4.0e-07" are one kind)."""

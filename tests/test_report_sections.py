@@ -257,3 +257,42 @@ def test_a_run_measured_on_two_nodes_says_which_measured_what(report, tmp_path):
         ["node", "points", "ok", "not ok", "problems", "frameworks"],
         ["node-a", "2", "2", "0", "gd", "torch"],
         ["node-b", "3", "2", "1", "gd", "jax"]]
+
+
+def test_where_the_sweeps_time_went_sums_each_phase_of_the_records(report, tmp_path):
+    """The harness table adds up each record's phases_s per framework and in all, and gives
+    the median per point of everything but the timed repeats. Records without phases (the
+    hand-made run above): no such table."""
+    assert "harness" not in report["tables"]
+    run = tmp_path / "phased"
+    run.mkdir()
+    phases = {  # (framework, K) -> phases_s
+        ("torch", 10): {"start": 0.5, "prepare": 0.1, "first_call": 0.2, "timed": 1.0,
+                        "peak": 0.3, "trace": 0.2},
+        ("torch", 100): {"start": 0.1, "prepare": 0.1, "first_call": 0.4, "timed": 4.0,
+                         "peak": 0.9, "trace": 0.5},
+        ("jax", 10): {"start": 0.1, "prepare": 0.1, "first_call": 1.5, "timed": 0.1,
+                      "peak": 0.2, "counting": 0.7},
+        ("jax", 100): {"start": 0.1, "prepare": 0.1, "first_call": 2.5, "timed": 0.2,
+                       "peak": 0.2, "counting": 1.1},
+    }
+    for (fw, K), p in phases.items():
+        append_record(run / "records.jsonl", _ok("unrolled", fw, K, phases_s=p))
+    append_record(run / "records.jsonl", Record(  # a failure has no phases: not counted
+        problem="gd", backend="ift-cg", framework="jax", device="cpu", dtype="float64", n=8,
+        K=10, seed=0, options={"momentum": 0.9}, status="error", error="boom"))
+    parser = _Tables()
+    parser.feed(write_report(run).read_text())
+    header, *rows = parser.tables["harness"]
+    table = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert [row[0] for row in rows] == ["jax", "torch", "all"]
+    for name, keys in (("jax", [k for k in phases if k[0] == "jax"]),
+                       ("torch", [k for k in phases if k[0] == "torch"]), ("all", list(phases))):
+        row = table[name]
+        assert int(row["points"]) == len(keys)
+        for phase in ("start", "first_call", "timed", "peak", "counting", "trace"):
+            assert float(row[f"{phase} (s)"]) == pytest.approx(
+                sum(phases[k].get(phase, 0.0) for k in keys), abs=0.05)
+        overheads = sorted(sum(phases[k].values()) - phases[k]["timed"] for k in keys)
+        median = (overheads[(len(overheads) - 1) // 2] + overheads[len(overheads) // 2]) / 2
+        assert float(row["overhead per point, median (s)"]) == pytest.approx(median, abs=0.005)
