@@ -4,7 +4,8 @@ PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 CONFIG     ?= default
-# points in flight (empty: 1 locally, the cluster's CPUs over threads on Ray)
+# points in flight (empty: the machine's CPUs over threads, or the Ray cluster's; their timed
+# sections take turns under a lock)
 JOBS       ?=
 # where points run: local (fresh processes on this machine) or ray (a Ray cluster; ADDRESS=auto
 # or HOST:PORT joins a running one, empty starts a local one)

@@ -279,9 +279,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--jobs", type=_numbers("--jobs", integer=True, minimum=1,
                                                maximum=JOBS_MAX, what="an integer"),
                        default=None,
-                       help="points measured in parallel (default: 1 locally, since parallel "
-                            "points disturb each other's timings; with ray, the cluster's CPUs "
-                            "over --threads)")
+                       help="points measured in parallel, each on its own --threads CPUs, their "
+                            "timed sections taking turns (default: this machine's CPUs, or "
+                            "the Ray cluster's, over --threads; 1 leaves the other cores idle "
+                            "while a point is timed)")
     p_run.add_argument("--executor", choices=["local", "ray"], default="local",
                        help="where points run: local (fresh processes here) or ray (tasks on a "
                             "Ray cluster; needs the ray extra)")

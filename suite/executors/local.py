@@ -75,6 +75,18 @@ class LocalExecutor(Executor):
         self._server: Any = None
         self._server_threads: int | None = None
 
+    def default_jobs(self, settings: Settings) -> int:
+        """One point per ``threads`` CPUs this process may use. Timed sections still never
+        overlap (the timing lock); only a neighbour's untimed work runs beside them. On this
+        2-core VM the 178 points of the earlier default, jobs 2 against jobs 1: median
+        time_s ratio 0.91-1.06 per framework and time band, inside the spread of two jobs-1
+        runs (1.07-1.17), and every deterministic meter identical."""
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cpus = os.cpu_count() or 1
+        return max(1, cpus // settings.threads)
+
     def kill_all(self) -> None:
         with self._lock:
             active = list(self._active)
