@@ -168,3 +168,26 @@ def test_parallel_points_never_time_at_the_same_moment(monkeypatch, tmp_path):
     assert len(sections) == 2 and len({pid for *_, pid in sections}) == 2
     for (_, end, _), (start, _, _) in zip(sections, sections[1:], strict=False):
         assert end <= start, "two timed sections overlapped"
+
+
+@pytest.mark.slow
+def test_a_sweep_without_jobs_keeps_one_point_per_cpu_set_and_still_takes_turns(
+        monkeypatch, tmp_path):
+    """jobs=None (the CLI's default): as many points in flight as this process has CPUs over
+    --threads (meta.json says how many), and with more than one the timing lock still keeps
+    their timed sections apart."""
+    log = tmp_path / "timed.log"
+    monkeypatch.setenv(TIMING_LOG_ENV, str(log))
+    config = build_config({"name": "default-jobs", "problems": ["gd"],
+                           "backends": ["unrolled", "ift-cg", "truncated"],
+                           "frameworks": ["torch"], "repeats": 10, "timeout_s": 120,
+                           "grid": [{"n": [10], "K": [20]}]}, name="default-jobs")
+    result = run_sweep(config, tmp_path, jobs=None, progress=False)
+    assert result.statuses == {"ok": 3}
+    meta = json.loads((result.run_dir / "meta.json").read_text())
+    assert meta["jobs"] == max(1, len(os.sched_getaffinity(0)) // config.settings.threads)
+    sections = sorted(tuple(float(t) for t in line.split()[1:3])
+                      for line in log.read_text().splitlines())
+    assert len(sections) == 3
+    for (_, end), (start, _) in zip(sections, sections[1:], strict=False):
+        assert end <= start, "two timed sections overlapped"
