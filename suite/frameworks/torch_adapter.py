@@ -241,8 +241,8 @@ class TorchFramework(Framework):
             A = A.contiguous().mT
         pivots = torch.empty(A.shape[:-1], dtype=torch.int32, device=A.device)
         info = torch.empty(A.shape[:-2], dtype=torch.int32, device=A.device)
-        LU, pivots, _ = torch.linalg.lu_factor_ex(A, check_errors=True,  # singular: raise, as solve does
-                                                  out=(A, pivots, info))
+        # check_errors: a singular block raises, as torch.linalg.solve does
+        LU, pivots, _ = torch.linalg.lu_factor_ex(A, check_errors=True, out=(A, pivots, info))
         return torch.linalg.lu_solve(LU, pivots, b, adjoint=adjoint)
 
     def stop_gradient(self, tree: Any) -> Any:
