@@ -282,7 +282,8 @@ def block_matrix(xp: Any, rows: list[list[Any]], like: Any) -> Any:
     then their concatenation); JAX arrays are immutable and XLA places the concatenation's
     operands itself.
     """
-    from array_api_compat import device as array_device, is_jax_array
+    from array_api_compat import device as array_device
+    from array_api_compat import is_jax_array
 
     heights = [next(b.shape[-2] for b in row if b is not None) for row in rows]
     widths = [next(row[j].shape[-1] for row in rows if row[j] is not None)
