@@ -139,11 +139,11 @@ def harness_table(frame: pd.DataFrame) -> pd.DataFrame:
     for name, sub in [*table.groupby("framework", sort=True), ("all", table)]:
         seconds = sub[list(PHASES)]
         overhead = seconds.sum(axis=1) - seconds["timed"]
+        # fixed-point text: seconds read better as 251.0 than as 2.51e+02
         rows.append({"framework": name, "points": len(sub),
-                     "total (s)": round(float(seconds.to_numpy().sum()), 1),
-                     **{f"{phase} (s)": round(float(seconds[phase].sum()), 1)
-                        for phase in PHASES},
-                     "overhead per point, median (s)": round(float(overhead.median()), 2)})
+                     "total": f"{seconds.to_numpy().sum():.1f}",
+                     **{phase: f"{seconds[phase].sum():.1f}" for phase in PHASES},
+                     "overhead per point (median)": f"{overhead.median():.2f}"})
     return pd.DataFrame(rows)
 
 
