@@ -191,23 +191,34 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
             return f"skipped: this series hit {hit[1]} at K={hit[0]}; larger K would too"
         return None
 
+    stopping = threading.Event()
+
     def measure(point: Point, slot: int) -> None:
+        if stopping.is_set():
+            return
         reason = skip_reason(point)
         if reason is not None:
             record(failure_record(point, config.settings, "skipped", reason), point)
             return
         if bar is not None:
             bar.set_description_str(point.label(), refresh=True)
-        record(executor.run(point, config.settings, slot=slot), point)
+        rec = executor.run(point, config.settings, slot=slot)
+        if stopping.is_set():  # killed by the interrupt, not by its own fault: not a record;
+            return             # --resume measures it again
+        record(rec, point)
+
+    def interrupt() -> None:
+        stopping.set()
+        executor.kill_all()
 
     try:
         if jobs == 1:
             for point in todo:
                 measure(point, 0)
         else:
-            _run_parallel(todo, jobs, measure)
+            _run_parallel(todo, jobs, measure, interrupt)
     except KeyboardInterrupt:
-        executor.kill_all()
+        interrupt()
         result.interrupted = True
     finally:
         executor.close()
@@ -220,11 +231,15 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
     return result
 
 
-def _run_parallel(todo: list[Point], jobs: int, measure) -> None:
+def _run_parallel(todo: list[Point], jobs: int, measure, interrupt) -> None:
+    """``measure`` every point, ``jobs`` at a time, each in a slot of its own (its CPUs). On
+    Ctrl-C, ``interrupt`` kills the points in flight before the threads are waited for: left
+    alone they would run to the end, and a point killed later be recorded as a failure."""
     free_slots = list(range(jobs))
     pending = list(todo)
     running: dict[Future, int] = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         while pending or running:
             while pending and free_slots:
                 slot = free_slots.pop(0)
@@ -233,6 +248,11 @@ def _run_parallel(todo: list[Point], jobs: int, measure) -> None:
             for fut in done:
                 free_slots.append(running.pop(fut))
                 fut.result()
+    except KeyboardInterrupt:
+        interrupt()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _note_cap(capped: dict[str, tuple[int, str]], rec: Record) -> None:

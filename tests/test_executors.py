@@ -86,12 +86,15 @@ def ray_cluster(tmp_path_factory):
 
 
 def _hung_worker(K: int, marker, deadline_s: float = 180,
-                 exclude: int | None = None) -> psutil.Process:
+                 exclude: int | None = None, since: float = 0.0) -> psutil.Process:
     """The live worker process of the point with this K (not ``exclude``), once it has
-    reached its hang: it announces that with ``<marker>.hanging-K<K>-<pid>``."""
+    reached its hang: it announces that with ``<marker>.hanging-K<K>-<pid>``, written after
+    ``since`` (epoch seconds; an earlier test's hung worker may still be alive)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         for path in glob.glob(f"{marker}.hanging-K{K}-*"):
+            if os.path.getmtime(path) < since:
+                continue
             pid = int(path.rsplit("-", 1)[1])
             try:
                 proc = psutil.Process(pid)
@@ -166,8 +169,10 @@ def test_interrupting_a_ray_sweep_cancels_its_tasks_and_keeps_finished_records(r
     executor = RayExecutor()
     config = _config("cancel", [5, 9])
 
+    started = time.time()
+
     def interrupt_when_hung():
-        _hung_worker(9, ray_cluster.marker)
+        _hung_worker(9, ray_cluster.marker, since=started)
         executor.kill_all()
 
     threading.Thread(target=interrupt_when_hung, daemon=True).start()
