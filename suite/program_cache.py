@@ -18,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from suite.references import CACHE_ENV  # the run's cache directory, set by the executor
+from suite.references import (  # the run's cache directory, set by the executor
+    CACHE_ENV,
+    write_cache_entry,
+)
 
 SUBDIR = "programs"
 
@@ -36,7 +38,7 @@ def compiled(lowered: Any) -> Any:
     import jax
     from jax.experimental import serialize_executable
 
-    digest = hashlib.sha256(lowered.as_text(debug_info=True).encode())
+    digest = hashlib.sha256(lowered.as_text(debug_info=False).encode())
     digest.update(f"{jax.__version__}|{jax.devices()[0].device_kind}".encode())
     path = Path(root) / SUBDIR / f"{digest.hexdigest()}.pkl"
     try:
@@ -48,11 +50,7 @@ def compiled(lowered: Any) -> Any:
     program = lowered.compile()
     try:
         entry = serialize_executable.serialize(program)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # written whole, then renamed: a concurrent reader sees all of it or nothing
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
-            pickle.dump(entry, fh)
-        os.replace(fh.name, path)
+        write_cache_entry(path, lambda fh: pickle.dump(entry, fh))
     except Exception:  # noqa: BLE001 — e.g. a program with host callbacks does not serialise
         pass
     return program

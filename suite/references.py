@@ -22,6 +22,7 @@ import hashlib
 import inspect
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,20 @@ def reference_gradient(problem: Problem, instance: Instance, K: int,
     except (OSError, ValueError):
         pass
     reference = _compute_reference(problem, instance, K, kind)
-    try:  # written whole, then renamed: a concurrent reader sees all of it or nothing
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
-            np.save(fh, reference)
-        os.replace(fh.name, path)
+    try:
+        write_cache_entry(path, lambda fh: np.save(fh, reference))
     except OSError:
         pass  # a cache that cannot be written costs time, never a measurement
     return reference
+
+
+def write_cache_entry(path: Path, write: Callable[[Any], None]) -> None:
+    """An entry of the run's cache: ``write(file)`` into a temporary file beside ``path``,
+    then renamed onto it, so that a concurrent reader sees all of it or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
+        write(fh)
+    os.replace(fh.name, path)
 
 
 def _reference_key(problem: Problem, instance: Instance, K: int, kind: ReferenceKind) -> str:
