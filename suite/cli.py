@@ -302,6 +302,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p_gate.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
                         help="compare an existing run instead of sweeping anew")
     p_gate.add_argument("--config", default="gate", help="sweep config (default: gate)")
+    p_gate.add_argument("--time-dir", type=Path, default=None, metavar="DIR",
+                        help="the machines' time baselines, one <fingerprint>.json each "
+                             "(default: the project's benchmarks/time)")
     p_gate.add_argument("--results", type=_path("--results"), default=Path("results"))
     p_gate.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="where to write the findings (default RUN_DIR/gate.json)")
@@ -563,41 +566,70 @@ def _terminate_as_interrupt():
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from suite import gate
+    from suite import gate, gate_sweep
     from suite.config import load_config
+    from suite.env import git_state
+    from suite.fingerprint import machine_fingerprint
     from suite.records import load_frame, write_json
     from suite.sweep import run_sweep
 
     baseline_path = args.baseline or gate.DEFAULT_BASELINE
+    time_dir = args.time_dir or gate.DEFAULT_TIME_DIR
     if args.json is not None:
         output_file("--json", args.json)  # before sweeping: nothing measured is lost
     if args.update_baseline:
         output_file("--baseline", baseline_path)
     config = load_config(args.config)
+    baseline = None if args.update_baseline else gate.load_baseline(baseline_path)
+    time_reference, not_judged = None, None
     if args.run is not None:
         if not (args.run / "records.jsonl").exists():
             raise UsageError("--run", f"{str(args.run)!r} has no records.jsonl",
                              "a results/<run-id> directory")
         run_dir = args.run
+        if baseline is not None:
+            time_reference, not_judged, fingerprint = gate_sweep.judge_existing(
+                run_dir, baseline, time_dir)
+        else:
+            fingerprint = gate_sweep.run_fingerprint(run_dir)
     else:
-        if not args.update_baseline:
-            gate.load_baseline(baseline_path)  # fail early (exit 2) on a missing or bad file
+        fingerprint = machine_fingerprint()
         with _terminate_as_interrupt():
-            result = run_sweep(config, args.results, jobs=args.jobs,
-                               progress=not args.no_progress)
-        if result.interrupted:
+            if args.update_baseline:
+                result = run_sweep(config, args.results, jobs=args.jobs,
+                                   progress=not args.no_progress)
+                run_dir, interrupted = result.run_dir, result.interrupted
+            else:
+                sweep = gate_sweep.measure(config, args.results, baseline, time_dir=time_dir,
+                                           jobs=args.jobs, progress=not args.no_progress,
+                                           fingerprint=fingerprint)
+                run_dir, interrupted = sweep.run_dir, sweep.interrupted
+                time_reference, not_judged = sweep.time, sweep.time_not_judged
+        if interrupted:
             print("gate: interrupted", file=sys.stderr)
             return 1
-        run_dir = result.run_dir
     frame = load_frame(run_dir)
     if args.update_baseline:
+        git = git_state()
         old = gate.previous_baseline(baseline_path)
-        new = gate.build_baseline(frame, config.name)
+        new = gate.build_baseline(frame, config.name, measured_on=fingerprint, git=git)
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(baseline_path, new)
         print(gate.baseline_diff(old, new))
+        if fingerprint is None:
+            print("no time baseline written: the run records no machine fingerprint")
+            return 0
+        time_path = gate.time_baseline_path(fingerprint, time_dir)
+        time_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(time_path, gate.build_time_baseline(frame, config.name, fingerprint, git))
+        print(f"time baseline of this machine: {time_path}")
+        if git.get("dirty"):
+            print(f"ift-bench: warning: the checkout has uncommitted changes; the paired path "
+                  f"will measure commit {str(git.get('commit'))[:12]} without them",
+                  file=sys.stderr)
         return 0
-    outcome = gate.compare(frame, gate.load_baseline(baseline_path))
+    outcome = gate.compare(frame, baseline, time=time_reference, time_not_judged=not_judged)
+    outcome.fingerprint = fingerprint
     write_json(args.json or run_dir / "gate.json", outcome.to_json())
     print(gate.render(outcome))
     print(f"findings: {args.json or run_dir / 'gate.json'}")

@@ -126,8 +126,6 @@ def _times(value: Any) -> list[float] | None:
 
 def time_test(row_a: pd.Series | dict, row_b: pd.Series | dict) -> TimeTest:
     """Mann–Whitney U on the two cells' per-repeat times, one-sided each way (module doc)."""
-    from scipy.stats import mannwhitneyu
-
     r = ratio(row_a.get("time_s"), row_b.get("time_s"))
     times_a, times_b = _times(row_a.get("times_s")), _times(row_b.get("times_s"))
     if times_a is None or times_b is None:
@@ -138,9 +136,8 @@ def time_test(row_a: pd.Series | dict, row_b: pd.Series | dict) -> TimeTest:
                         "reach")
     # the exact permutation distribution, always: scipy's normal approximation (its choice
     # when two times tie) claims p-values below 1/C(2R, R), which no rank order can have
-    p_slower = float(mannwhitneyu(times_b, times_a, alternative="greater",
-                                  method="exact").pvalue)
-    p_faster = float(mannwhitneyu(times_b, times_a, alternative="less", method="exact").pvalue)
+    p_slower = gate.slower_p(times_b, times_a)
+    p_faster = gate.slower_p(times_a, times_b)
     verdict = "no change"
     if r is not None and p_slower < SIGNIFICANCE and r >= MIN_FACTOR:
         verdict = "slower"

@@ -49,6 +49,8 @@ def git_state(root: Path | None = None) -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
+    from suite.fingerprint import machine_fingerprint  # it reads package_versions from here
+
     try:
         affinity = sorted(os.sched_getaffinity(0))
     except AttributeError:
@@ -62,4 +64,6 @@ def environment() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "executable": sys.executable,
         "git": git_state(),
+        #: what a time measured in this run may be compared with (suite.fingerprint)
+        "fingerprint": machine_fingerprint(),
     }

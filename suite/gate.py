@@ -11,8 +11,17 @@ A cell is one (problem, strategy, framework, dtype, n, K, options). Rules:
   theory band (± ``analysis.EXPONENT_TOLERANCE``), except the series of ``EXPONENT_EXEMPT``
   (each with the reason; listed, and still held to the baseline by the 1 % rule at every K);
 * time, never in seconds: each strategy's time over ``unrolled``'s in the same cell, both timed
-  alternately in one process (``time_ratio``), at most 25 % above the baseline's ratio;
+  alternately in one process (``time_ratio``, the median of the per-pair ratios
+  ``time_ratios``), judged only against ratios measured on the same machine
+  (``suite.fingerprint``) — a :class:`TimeReference`: the machine's own time baseline
+  (``benchmarks/time/<slug>.json``) or, on a machine without one, the baseline's commit measured
+  here in the same run (``suite.gate_sweep``). A cell fails when its ratio is more than 25 %
+  above the reference's and, where both sides carry their per-pair samples, the one-sided
+  Mann–Whitney U test (``compare``'s) says the shift is significant (p < 0.01);
 * a baseline cell missing from the run, or a run cell missing from the baseline, fails.
+
+Deterministic meters, peaks and errors do not depend on the CPU: they live in
+``benchmarks/baseline.json`` with the commit and the machine they were measured on.
 
 The baseline records the torch / jax / jaxlib / python versions it was made with. When they
 differ from the running ones, the deterministic meters of the affected frameworks are re-based:
@@ -51,6 +60,12 @@ VERSION_KEYS = {"torch": ("torch", "python"), "jax": ("jax", "jaxlib", "python")
 #: the committed baseline, found from the project's root whatever the working directory
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASELINE = PROJECT_ROOT / "benchmarks" / "baseline.json"
+#: one time baseline per machine fingerprint: ``<dir>/<slug>.json``
+DEFAULT_TIME_DIR = PROJECT_ROOT / "benchmarks" / "time"
+#: a time shift is significant below this p-value (one-sided Mann–Whitney U, as ``compare``)
+SIGNIFICANCE = 0.01
+#: the fewest samples a side for a rank test (below it, the 25 % tripwire alone decides)
+MIN_SAMPLES = 5
 
 
 @dataclass
@@ -64,6 +79,36 @@ class Finding:
 
 
 @dataclass
+class TimeReference:
+    """The time ratios a run's are judged against, all measured on the run's machine.
+
+    ``method``: ``same-machine`` (the machine's committed time baseline, ``source`` its file)
+    or ``paired`` (the baseline's ``commit`` measured on this machine in the same run, interleaved
+    with the current code's points under one timing lock; ``source`` its run directory).
+    ``cells``: cell key → ``{"time_ratio": median, "time_ratios": [per-pair samples] | None}``.
+    """
+
+    method: str
+    source: str
+    commit: str | None
+    cells: dict[str, dict[str, Any]]
+
+    def describe(self) -> str:
+        at = f" at {self.commit[:12]}" if self.commit else ""
+        if self.method == "paired":
+            return (f"paired: the baseline's commit{at} measured on this machine in the same "
+                    f"run ({self.source}); per cell, this code's time_ratio over the base's, "
+                    f"failing on a significant (Mann–Whitney p < {SIGNIFICANCE}) slowdown "
+                    f"beyond {TIME_TRIPWIRE:.0%}")
+        return (f"same machine: {self.source} (measured{at}); failing on a ratio more than "
+                f"{TIME_TRIPWIRE:.0%} above it (and significant where both sides carry samples)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "source": self.source, "commit": self.commit,
+                "cells": len(self.cells)}
+
+
+@dataclass
 class GateResult:
     failures: list[Finding] = field(default_factory=list)
     rebased: list[Finding] = field(default_factory=list)
@@ -71,17 +116,31 @@ class GateResult:
     exempt: list[Finding] = field(default_factory=list)
     version_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     cells: int = 0
+    #: what time was judged against, or None with ``time_not_judged`` saying why
+    time_reference: TimeReference | None = None
+    time_not_judged: str | None = None
+    #: cells whose time was judged (both sides had a ratio)
+    time_cells: int = 0
+    #: the machine the run was measured on and the one the baseline was (suite.fingerprint)
+    fingerprint: dict[str, Any] | None = None
+    baseline_fingerprint: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
     def to_json(self) -> dict[str, Any]:
+        time = ({**self.time_reference.to_json(), "judged_cells": self.time_cells,
+                 "rule": self.time_reference.describe()}
+                if self.time_reference is not None
+                else {"method": "not judged", "reason": self.time_not_judged})
         return {"passed": self.passed, "cells": self.cells,
                 "failures": [asdict(f) for f in self.failures],
                 "rebased": [asdict(f) for f in self.rebased],
                 "exempt": [asdict(f) for f in self.exempt],
-                "version_changes": {k: list(v) for k, v in self.version_changes.items()}}
+                "version_changes": {k: list(v) for k, v in self.version_changes.items()},
+                "time": time, "fingerprint": self.fingerprint,
+                "baseline_fingerprint": self.baseline_fingerprint}
 
 
 def cell_key(row: pd.Series | dict) -> str:
@@ -118,7 +177,22 @@ def _number(value: Any) -> Any:
     return value
 
 
-def build_baseline(frame: pd.DataFrame, config_name: str) -> dict[str, Any]:
+def _samples(value: Any) -> list[float] | None:
+    """A record's ``time_ratios`` as a list of floats, or None."""
+    if not isinstance(value, list | tuple) or not value:
+        return None
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return None if any(math.isnan(v) for v in out) else out
+
+
+def build_baseline(frame: pd.DataFrame, config_name: str,
+                   measured_on: dict[str, Any] | None = None,
+                   git: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The machine-independent baseline: deterministic meters, peaks, error thresholds; with
+    the commit they were measured at (the paired path's base) and the machine."""
     cells: dict[str, dict[str, Any]] = {}
     for _, row in frame[frame["status"] == "ok"].iterrows():
         cells[cell_key(row)] = {
@@ -126,17 +200,91 @@ def build_baseline(frame: pd.DataFrame, config_name: str) -> dict[str, Any]:
             "peak_bytes": _number(row["peak_bytes"]),
             "grad_rel_error": _number(row["grad_rel_error"]),
             "grad_rel_error_threshold": error_threshold(row["grad_rel_error"]),
-            "time_ratio": _number(row.get("time_ratio")),
         }
     versions = package_versions()
     return {"config": config_name,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": (git or {}).get("commit"), "dirty": (git or {}).get("dirty"),
+            "measured_on": measured_on,
             "versions": {k: versions.get(k) for k in ("python", "torch", "jax", "jaxlib")},
             "rules": {"deterministic_tolerance": DETERMINISTIC_TOLERANCE,
                       "peak_tolerance": PEAK_TOLERANCE, "peak_slack_bytes": PEAK_SLACK_BYTES,
                       "time_tripwire": TIME_TRIPWIRE,
                       "exponent_tolerance": analysis.EXPONENT_TOLERANCE},
             "cells": dict(sorted(cells.items()))}
+
+
+def build_time_baseline(frame: pd.DataFrame, config_name: str, fingerprint: dict[str, Any],
+                        git: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One machine's time baseline: each ok cell's ``time_ratio`` and its per-pair samples."""
+    cells = {}
+    for _, row in frame[frame["status"] == "ok"].iterrows():
+        ratio = _number(row.get("time_ratio"))
+        if ratio is not None:
+            cells[cell_key(row)] = {"time_ratio": ratio,
+                                    "time_ratios": _samples(row.get("time_ratios"))}
+    return {"config": config_name,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "commit": (git or {}).get("commit"), "dirty": (git or {}).get("dirty"),
+            "fingerprint": fingerprint, "cells": dict(sorted(cells.items()))}
+
+
+def time_baseline_path(fingerprint: dict[str, Any], time_dir: Path = DEFAULT_TIME_DIR) -> Path:
+    return Path(time_dir) / f"{fingerprint['slug']}.json"
+
+
+def load_time_baseline(path: Path) -> TimeReference:
+    """A machine's time baseline file as the reference of the same-machine path."""
+    allowed = "a benchmarks/time/<machine>.json written by `gate --update-baseline`"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError("--time-dir", f"cannot read {str(path)!r}: {exc}", allowed) from None
+    except json.JSONDecodeError as exc:
+        raise UsageError("--time-dir", f"{str(path)!r} is not valid JSON: {exc}",
+                         allowed) from None
+    cells = payload.get("cells") if isinstance(payload, dict) else None
+    if not isinstance(cells, dict) or not all(isinstance(c, dict) for c in cells.values()):
+        raise UsageError("--time-dir", f"{str(path)!r}: 'cells' is not an object of cells",
+                         allowed)
+    return TimeReference("same-machine", str(path), payload.get("commit"), cells)
+
+
+def paired_reference(base: pd.DataFrame, source: str, commit: str | None) -> TimeReference:
+    """The base commit's run, measured beside this one on this machine, as a reference."""
+    cells = {cell_key(row): {"time_ratio": _number(row.get("time_ratio")),
+                             "time_ratios": _samples(row.get("time_ratios"))}
+             for _, row in base[base["status"] == "ok"].iterrows()}
+    return TimeReference("paired", source, commit, cells)
+
+
+def slower_p(now: list[float], base: list[float]) -> float:
+    """One-sided p of "``now``'s samples are larger than ``base``'s": the exact Mann–Whitney U
+    distribution (scipy's normal approximation claims p-values no rank order can have)."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(now, base, alternative="greater", method="exact").pvalue)
+
+
+def time_finding(key: str, base: dict[str, Any], row: pd.Series | dict,
+                 reference: TimeReference) -> Finding | None:
+    """The time rule on one cell (module doc); None when it holds or cannot be applied."""
+    old, new = _number(base.get("time_ratio")), _number(row.get("time_ratio"))
+    if old is None or new is None or old <= 0:
+        return None
+    if new <= (1 + TIME_TRIPWIRE) * old:
+        return None
+    rule = (f"time: ratio to unrolled at most {TIME_TRIPWIRE:.0%} above "
+            + ("the base commit's, measured beside it" if reference.method == "paired"
+               else "this machine's time baseline"))
+    old_s, new_s = _samples(base.get("time_ratios")), _samples(row.get("time_ratios"))
+    if old_s is not None and new_s is not None and min(len(old_s), len(new_s)) >= MIN_SAMPLES:
+        p = slower_p(new_s, old_s)
+        if p >= SIGNIFICANCE:
+            return None  # beyond the tripwire, but within what these samples' spread allows
+        rule += f" (Mann–Whitney p = {p:.2g} over {len(new_s)} vs {len(old_s)} pairs)"
+    return Finding(key, "time_ratio", round(old, 4), round(new, 4), percent_change(old, new),
+                   rule)
 
 
 def percent_change(base: float, now: float) -> str:
@@ -146,10 +294,15 @@ def percent_change(base: float, now: float) -> str:
 
 
 def compare(frame: pd.DataFrame, baseline: dict[str, Any],
-            versions: dict[str, Any] | None = None) -> GateResult:
-    """Every rule of the module docstring, on a run's frame against a baseline."""
+            versions: dict[str, Any] | None = None,
+            time: TimeReference | None = None, time_not_judged: str | None = None) -> GateResult:
+    """Every rule of the module docstring, on a run's frame against a baseline; time against
+    ``time`` (measured on the run's machine), or not at all, for the reason given."""
     versions = versions or package_versions()
-    result = GateResult()
+    result = GateResult(time_reference=time,
+                        time_not_judged=None if time is not None else
+                        (time_not_judged or "no time reference measured on this machine"),
+                        baseline_fingerprint=baseline.get("measured_on"))
     old_versions = baseline.get("versions", {})
     for key in ("python", "torch", "jax", "jaxlib"):
         if old_versions.get(key) is not None and old_versions.get(key) != versions.get(key):
@@ -198,13 +351,15 @@ def compare(frame: pd.DataFrame, baseline: dict[str, Any],
             if error is None or error > threshold:
                 result.failures.append(Finding(key, "grad_rel_error", threshold, error,
                                                "–", "error: below the cell's threshold"))
-        old_ratio, new_ratio = base.get("time_ratio"), _number(row.get("time_ratio"))
-        if old_ratio is not None and new_ratio is not None and \
-                new_ratio > (1 + TIME_TRIPWIRE) * old_ratio:
-            result.failures.append(Finding(key, "time_ratio", round(old_ratio, 4),
-                                           round(new_ratio, 4),
-                                           percent_change(old_ratio, new_ratio),
-                                           "time: ratio to unrolled at most 25 % above"))
+        time_base = time.cells.get(key) if time is not None else None
+        itself = row.get("time_ratio_to") == row["backend"]  # its ratio is 1 by definition
+        if time_base is not None and not itself \
+                and _number(time_base.get("time_ratio")) is not None \
+                and _number(row.get("time_ratio")) is not None:
+            result.time_cells += 1
+            finding = time_finding(key, time_base, row, time)
+            if finding is not None:
+                result.failures.append(finding)
 
     exponents = analysis.scaling_exponents(frame, "K", metrics=("trace_bytes",))
     for _, ex in exponents.iterrows():
@@ -225,7 +380,15 @@ def compare(frame: pd.DataFrame, baseline: dict[str, Any],
 
 
 def render(result: GateResult) -> str:
-    lines = []
+    from suite.fingerprint import describe
+
+    lines = [f"machine:  {describe(result.fingerprint)}",
+             f"baseline: {describe(result.baseline_fingerprint)}"]
+    if result.time_reference is not None:
+        lines.append(f"time: {result.time_reference.describe()}; {result.time_cells} cells "
+                     "judged")
+    else:
+        lines.append(f"time: not judged — {result.time_not_judged}")
     if result.version_changes:
         changes = ", ".join(f"{k} {a} → {b}" for k, (a, b) in result.version_changes.items())
         lines.append(f"VERSIONS CHANGED since the baseline ({changes}): {len(result.rebased)} "

@@ -148,14 +148,14 @@ def _paired_program(prep: Any, settings: Settings) -> Callable[[], Any] | None:
     return lambda: other_fn(other.theta, other.arrays)
 
 
-def _paired_ratio(fw: Any, own_call: Callable[[], Any], other_call: Callable[[], Any] | None,
-                  settings: Settings) -> float:
-    """The median over adjacent pairs of t_self / t_other, the two gradients timed
-    alternately in this process (ABBA order, so neither always runs first): load that comes
-    and goes — a neighbouring point, a page-cache flush — hits both halves of a pair alike.
-    This is the gate's time measure (1 when a strategy is paired with itself)."""
+def _paired_ratios(fw: Any, own_call: Callable[[], Any], other_call: Callable[[], Any] | None,
+                   settings: Settings) -> list[float] | None:
+    """t_self / t_other of adjacent pairs, the two gradients timed alternately in this process
+    (ABBA order, so neither always runs first): load that comes and goes — a neighbouring
+    point, a page-cache flush — hits both halves of a pair alike. Their median is the gate's
+    time measure; None when a strategy is paired with itself (its ratio is 1)."""
     if other_call is None:
-        return 1.0
+        return None
     ratios = []
     for i in range(max(settings.repeats, PAIRED_REPEATS)):
         if i % 2:
@@ -165,7 +165,7 @@ def _paired_ratio(fw: Any, own_call: Callable[[], Any], other_call: Callable[[],
             theirs = _timed(fw, other_call)
             own = _timed(fw, own_call)
         ratios.append(own / theirs)
-    return statistics.median(ratios)
+    return ratios
 
 
 class Phases:
@@ -230,9 +230,10 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
             if not strategy.own_solver:
                 fwd_times.append(_timed(fw, lambda: fwd_fn(theta, arrays)))
 
-        time_ratio = None
+        time_ratio, time_ratios = None, None
         if settings.pair_with is not None:
-            time_ratio = _paired_ratio(fw, lambda: grad_fn(theta, arrays), paired, settings)
+            time_ratios = _paired_ratios(fw, lambda: grad_fn(theta, arrays), paired, settings)
+            time_ratio = statistics.median(time_ratios) if time_ratios else 1.0
     phases.mark("timed")
 
     device_peak = fw.device_peak_bytes(call_gradient)
@@ -328,7 +329,7 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
         forward_time_s=statistics.median(fwd_times) if fwd_times else None,
         first_call_s=first_call_s,
         compile_s=max(0.0, first_call_s - time_s) if point.framework == "jax" else None,
-        repeats=settings.repeats, times_s=times, time_ratio=time_ratio,
+        repeats=settings.repeats, times_s=times, time_ratio=time_ratio, time_ratios=time_ratios,
         time_ratio_to=settings.pair_with,
         peak_bytes=peak, peak_method=peak_method, trace_bytes=trace, trace_note=trace_note,
         rss_peak_bytes=rss, peer=strategy.peer_label(),

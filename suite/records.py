@@ -16,12 +16,13 @@ from typing import Any
 STATUSES = ("ok", "error", "timeout", "oom", "unsupported", "skipped")
 #: the record layout's version, written into every record. 1: no ``schema_version`` key and no
 #: per-repeat ``times_s``; 2: both; 3: adds ``peer``, ``trace_note``, ``reference_source``,
-#: ``problem_origin``, ``node`` and ``phases_s``. Bump it whenever a field is added, removed or
-#: changes meaning, and teach ``Record.from_json`` to migrate the older layouts.
-SCHEMA_VERSION = 3
+#: ``problem_origin``, ``node`` and ``phases_s``; 4: ``time_ratios``. Bump it whenever a field
+#: is added, removed or changes meaning, and teach ``Record.from_json`` to migrate the older
+#: layouts.
+SCHEMA_VERSION = 4
 #: the fields each older layout lacks; reading such a record fills them with their defaults
 ADDED_IN = {2: ("times_s",), 3: ("peer", "trace_note", "reference_source", "problem_origin",
-                                 "node", "phases_s")}
+                                 "node", "phases_s"), 4: ("time_ratios",)}
 
 
 @dataclass
@@ -54,6 +55,9 @@ class Record:
     #: in this process call by call alternately (set when a sweep pairs strategies: the gate)
     time_ratio: float | None = None
     time_ratio_to: str | None = None
+    #: the per-pair ratios ``time_ratio`` is the median of, in the order they were timed: the
+    #: samples the gate's rank test compares between two code versions on one machine
+    time_ratios: list[float] | None = None
     # memory (bytes)
     peak_bytes: int | None = None
     peak_method: str | None = None

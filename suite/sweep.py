@@ -12,6 +12,7 @@ import json
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,10 @@ class SweepResult:
     statuses: Counter = field(default_factory=Counter)
     interrupted: bool = False
     total: int = 0
+
+
+#: the lock file a run's timed sections take turns under (suite.executors.timing)
+TIMING_LOCK_FILE = ".timing.lock"
 
 
 def new_run_dir(results_root: Path, config_name: str, run_id: str | None = None) -> Path:
@@ -115,10 +120,15 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
               jobs: int | None = 1,
               resume: Path | None = None, run_id: str | None = None,
               progress: bool = True, warn=_warn, executor: str | Executor = "local",
-              executor_options: dict | None = None) -> SweepResult:
+              executor_options: dict | None = None,
+              share_timing_lock: bool = False,
+              started: Callable[[Path], None] | None = None) -> SweepResult:
     """Measure every point of ``config`` not yet in the run's records.jsonl, on ``executor``
     (a name from ``suite.executors.EXECUTORS``, made with ``executor_options``, or an instance),
-    ``jobs`` points at a time (None: the executor's default).
+    ``jobs`` points at a time (None: the executor's default). ``share_timing_lock``: take the
+    run's timing lock (``RUN_DIR/.timing.lock``) even one point at a time, because another
+    sweep on this machine times under it too (the gate's paired path). ``started`` is called
+    with the run directory once it exists, before the first point.
 
     Every input is checked before anything is written; on resume a torn last line is first
     moved to a side file (``warn`` says where, with its size) and every unreadable line is
@@ -169,8 +179,11 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
     result.statuses.update(r.status for r in previous)
     lock = threading.Lock()
     # parallel points still never time at the same moment (see suite.executors.timing)
-    executor.timing_lock = run_dir / ".timing.lock" if jobs > 1 else None
+    executor.timing_lock = (run_dir / TIMING_LOCK_FILE if jobs > 1 or share_timing_lock
+                            else None)
     executor.reference_cache = run_dir / ".references"
+    if started is not None:
+        started(run_dir)
     bar = _progress(len(points), len(points) - len(todo), progress)
 
     def record(rec: Record, point: Point) -> None:

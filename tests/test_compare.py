@@ -115,7 +115,7 @@ def _identity() -> dict:
 
 def test_version_1_records_migrate_with_times_missing():
     record = Record.from_json({**_identity(), "time_s": 0.5, "repeats": 5})
-    assert record.schema_version == SCHEMA_VERSION == 3
+    assert record.schema_version == SCHEMA_VERSION == 4
     assert record.times_s is None and record.time_s == 0.5
 
 
@@ -123,13 +123,13 @@ def test_version_2_records_migrate_and_may_not_carry_version_3_fields():
     from suite.errors import UsageError
 
     record = Record.from_json({**_identity(), "schema_version": 2, "times_s": [0.5]})
-    assert (record.schema_version, record.peer, record.node) == (3, None, None)
+    assert (record.schema_version, record.peer, record.node) == (4, None, None)
     with pytest.raises(UsageError, match="record key 'peer'"):
         Record.from_json({**_identity(), "schema_version": 2, "peer": "jaxopt 0.8.5"})
 
 
 @pytest.mark.parametrize("payload, field", [
-    ({"schema_version": 4}, "schema_version"),
+    ({"schema_version": 5}, "schema_version"),
     ({"schema_version": "2"}, "schema_version"),
     ({"schema_version": True}, "schema_version"),
     ({"peak_bytes_v3": 1}, "record key 'peak_bytes_v3'"),

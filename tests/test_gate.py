@@ -35,6 +35,12 @@ def clean_run(tmp_path_factory):
     return result.run_dir, frame, gate.build_baseline(frame, "mini-gate")
 
 
+def _own_time(frame):
+    """The run's own ratios as a same-machine time reference."""
+    payload = gate.build_time_baseline(frame, "mini-gate", {"slug": "this"}, {"commit": "x"})
+    return gate.TimeReference("same-machine", "own", "x", payload["cells"])
+
+
 def _cell(frame, backend="ift-cg", framework="torch", K=128):
     sel = (frame["backend"] == backend) & (frame["framework"] == framework) & (frame["K"] == K)
     assert sel.sum() == 1
@@ -49,18 +55,18 @@ def test_a_fresh_run_passes_the_committed_baseline(clean_run):
     committed = gate.load_baseline(gate.DEFAULT_BASELINE)
     keys = {gate.cell_key(row) for _, row in frame.iterrows()}
     assert len(keys) == 12 and keys <= set(committed["cells"])
-    # another run: its timings are other samples than this run's
-    assert any(committed["cells"][k]["time_ratio"] != own["cells"][k]["time_ratio"]
-               for k in keys if "/unrolled/" not in k)
-    # every rule but the time tripwire: a test never asserts wall-clock time, and a ratio
-    # timed under another load is exactly that (it is the gate's, on a quiet CI machine)
-    subset = {**committed, "cells": {k: {**committed["cells"][k], "time_ratio": None}
-                                     for k in sorted(keys)}}
+    # every rule but time: a test never asserts wall-clock time, and a ratio timed under
+    # another load is exactly that (time is the gate's, on a quiet CI machine)
+    subset = {**committed, "cells": {k: committed["cells"][k] for k in sorted(keys)}}
     result = gate.compare(frame, subset)
     assert result.passed, gate.render(result)
-    assert result.cells == len(frame) == 12
-    assert gate.compare(frame, own).passed
-    assert all(cell["time_ratio"] is not None for cell in own["cells"].values())
+    assert result.cells == len(frame) == 12 and result.time_reference is None
+    assert "time: not judged" in gate.render(result)
+    own_time = _own_time(frame)
+    result = gate.compare(frame, own, time=own_time)
+    assert result.passed and result.time_cells == 8  # unrolled is paired with itself
+    assert all(len(c["time_ratios"]) == 21 for k, c in own_time.cells.items()
+               if "/unrolled/" not in k)
 
 
 @pytest.mark.parametrize("factor, fails", [(1.03, True), (0.97, True), (1.005, False)])
@@ -104,7 +110,8 @@ def test_time_ratio_tripwire(clean_run, factor, fails):
     doctored = frame.copy()
     i = _cell(doctored, "checkpoint-sqrt", "jax", 128)
     doctored.loc[i, "time_ratio"] = frame.loc[i, "time_ratio"] * factor
-    result = gate.compare(doctored, baseline)
+    doctored.at[i, "time_ratios"] = [r * factor for r in frame.loc[i, "time_ratios"]]
+    result = gate.compare(doctored, baseline, time=_own_time(frame))
     assert result.passed is not fails
     if fails:
         assert [f.metric for f in result.failures] == ["time_ratio"]
@@ -151,16 +158,20 @@ def test_version_change_rebases_deterministic_meters_loudly(clean_run):
 def test_cli_exit_codes(clean_run, tmp_path, capsys):
     run_dir, frame, baseline = clean_run
     path = tmp_path / "baseline.json"
+    times = ["--time-dir", str(tmp_path / "time")]
     assert main(["gate", "--run", str(run_dir), "--baseline", str(path),
-                 "--update-baseline"]) == 0
-    assert "new baseline: 12 cells" in capsys.readouterr().out
-    assert main(["gate", "--run", str(run_dir), "--baseline", str(path)]) == 0
-    assert json.loads((run_dir / "gate.json").read_text())["passed"] is True
+                 "--update-baseline", *times]) == 0
+    out = capsys.readouterr().out
+    assert "new baseline: 12 cells" in out and "time baseline of this machine" in out
+    assert main(["gate", "--run", str(run_dir), "--baseline", str(path), *times]) == 0
+    findings = json.loads((run_dir / "gate.json").read_text())
+    assert findings["passed"] is True
+    assert (findings["time"]["method"], findings["time"]["judged_cells"]) == ("same-machine", 8)
     doctored = json.loads(path.read_text())
     key = next(iter(doctored["cells"]))
     doctored["cells"][key]["trace_bytes"] = int(doctored["cells"][key]["trace_bytes"] * 2) + 1
     path.write_text(json.dumps(doctored))
-    assert main(["gate", "--run", str(run_dir), "--baseline", str(path)]) == 1
+    assert main(["gate", "--run", str(run_dir), "--baseline", str(path), *times]) == 1
     out = capsys.readouterr().out
     assert key in out and "FAILED" in out
     assert main(["gate", "--run", str(run_dir), "--baseline", str(tmp_path / "none.json")]) == 2
@@ -236,7 +247,7 @@ def _frame_of(baseline: dict) -> pd.DataFrame:
                      "seed": 0, "options": options, "options_str": opts[0] if opts else "",
                      "status": "ok", "error": None,
                      **{m: cell[m] for m in (*gate.DETERMINISTIC, "peak_bytes",
-                                             "grad_rel_error", "time_ratio")}})
+                                             "grad_rel_error")}})
     return pd.DataFrame(rows)
 
 
