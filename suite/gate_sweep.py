@@ -114,6 +114,8 @@ def start_base_sweep(tree: Path, config_source: Path, run_dir: Path,
                      timing_lock: Path) -> subprocess.Popen:
     """``ift-bench run`` of the base tree on the current config, one point at a time, its timed
     sections under ``timing_lock``; its output goes to ``RUN_DIR/base.log``."""
+    # absolute: the base runs in its own tree
+    tree, run_dir, timing_lock = tree.resolve(), run_dir.resolve(), timing_lock.resolve()
     env = {**os.environ, "PYTHONPATH": str(tree), TIMING_LOCK_ENV: str(timing_lock)}
     log = open(run_dir / "base.log", "wb")  # noqa: SIM115 — closed by the caller's wait
     try:

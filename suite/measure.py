@@ -131,7 +131,8 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / denom) if denom > 0 else float(np.linalg.norm(a - b))
 
 
-PAIRED_REPEATS = 21
+#: ABBA blocks of the paired time ratio (four gradient calls each)
+PAIRED_BLOCKS = 11
 def _paired_program(prep: Any, settings: Settings) -> Callable[[], Any] | None:
     """The gradient ``settings.pair_with`` is timed against, compiled and warmed up (outside
     the timing lock: compiling it is not timed work), as a call; None when it is this one."""
@@ -150,20 +151,21 @@ def _paired_program(prep: Any, settings: Settings) -> Callable[[], Any] | None:
 
 def _paired_ratios(fw: Any, own_call: Callable[[], Any], other_call: Callable[[], Any] | None,
                    settings: Settings) -> list[float] | None:
-    """t_self / t_other of adjacent pairs, the two gradients timed alternately in this process
-    (ABBA order, so neither always runs first): load that comes and goes — a neighbouring
-    point, a page-cache flush — hits both halves of a pair alike. Their median is the gate's
-    time measure; None when a strategy is paired with itself (its ratio is 1)."""
+    """One ratio per ABBA block: the two gradients timed alternately in this process, B A then
+    A B, and the block's ratio Σ t_self / Σ t_other. Load that comes and goes — a neighbouring
+    point, a page-cache flush — hits both halves of a block alike, and so does the cost of
+    switching programs: whichever gradient runs first after the other pays it (seen here: torch
+    ift-cg's first call after unrolled's 2.2× its second), and in a block each pays it once.
+    (Per-pair ratios instead split into two modes by order, and their median jumps between the
+    modes.) The median of the blocks is the gate's time measure; None when a strategy is paired
+    with itself (its ratio is 1)."""
     if other_call is None:
         return None
     ratios = []
-    for i in range(max(settings.repeats, PAIRED_REPEATS)):
-        if i % 2:
-            own = _timed(fw, own_call)
-            theirs = _timed(fw, other_call)
-        else:
-            theirs = _timed(fw, other_call)
-            own = _timed(fw, own_call)
+    for _ in range(max(settings.repeats, PAIRED_BLOCKS)):
+        theirs = _timed(fw, other_call)
+        own = _timed(fw, own_call) + _timed(fw, own_call)
+        theirs += _timed(fw, other_call)
         ratios.append(own / theirs)
     return ratios
 

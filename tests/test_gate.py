@@ -65,7 +65,7 @@ def test_a_fresh_run_passes_the_committed_baseline(clean_run):
     own_time = _own_time(frame)
     result = gate.compare(frame, own, time=own_time)
     assert result.passed and result.time_cells == 8  # unrolled is paired with itself
-    assert all(len(c["time_ratios"]) == 21 for k, c in own_time.cells.items()
+    assert all(len(c["time_ratios"]) == 11 for k, c in own_time.cells.items()
                if "/unrolled/" not in k)
 
 
