@@ -128,6 +128,15 @@ def test_version_2_records_migrate_and_may_not_carry_version_3_fields():
         Record.from_json({**_identity(), "schema_version": 2, "peer": "jaxopt 0.8.5"})
 
 
+def test_version_3_records_migrate_and_may_not_carry_version_4_fields():
+    from suite.errors import UsageError
+
+    record = Record.from_json({**_identity(), "schema_version": 3, "time_ratio": 0.5})
+    assert (record.schema_version, record.time_ratio, record.time_ratios) == (4, 0.5, None)
+    with pytest.raises(UsageError, match="record key 'time_ratios'"):
+        Record.from_json({**_identity(), "schema_version": 3, "time_ratios": [0.5]})
+
+
 @pytest.mark.parametrize("payload, field", [
     ({"schema_version": 5}, "schema_version"),
     ({"schema_version": "2"}, "schema_version"),
