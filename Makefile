@@ -12,8 +12,8 @@ JOBS       ?=
 EXECUTOR   ?= local
 ADDRESS    ?=
 PYTEST_ARGS ?=
-# test files are spread over this many pytest processes (pytest-xdist; one file stays in one
-# process, so module fixtures such as the report test's sweep run once): 2 on a 2-core machine
+# tests are spread over this many pytest processes (pytest-xdist, test by test; the tests that
+# share a module fixture, such as the report test's sweep, stay in one process: conftest.py)
 TEST_WORKERS ?= 2
 
 BIN   := $(VENV)/bin
@@ -39,7 +39,7 @@ bench: $(STAMP)
 		$(if $(ADDRESS),--address $(ADDRESS)) --report
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The CI regression gate: the gate sweep against benchmarks/baseline.json (exit 1 on regression).
 gate: $(STAMP)

@@ -19,3 +19,14 @@ def _single_thread_torch():
 
 
 FRAMEWORKS = ("torch", "jax")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that share a module-scoped fixture (a measured sweep, a Ray cluster) are one
+    pytest-xdist group, so that the fixture is made once in one worker (``--dist loadgroup``);
+    every other test is handed out on its own, which keeps both workers busy to the end (with
+    whole files as the unit, the last large file ran alone)."""
+    for item in items:
+        fixturedefs = item._fixtureinfo.name2fixturedefs.values()
+        if any(d.scope == "module" for defs in fixturedefs for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

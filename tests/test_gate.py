@@ -163,6 +163,13 @@ def test_cli_exit_codes(clean_run, tmp_path, capsys):
                  "--update-baseline", *times]) == 0
     out = capsys.readouterr().out
     assert "new baseline: 12 cells" in out and "time baseline of this machine" in out
+    # no time baseline for the run's machine and no base run beside it: time not judged, the
+    # verdict from the other rules
+    empty = ["--time-dir", str(tmp_path / "no-times")]
+    assert main(["gate", "--run", str(run_dir), "--baseline", str(path), *empty]) == 0
+    out = capsys.readouterr().out
+    assert "time: not judged — no time baseline for the run's machine" in out
+    assert json.loads((run_dir / "gate.json").read_text())["time"]["method"] == "not judged"
     assert main(["gate", "--run", str(run_dir), "--baseline", str(path), *times]) == 0
     findings = json.loads((run_dir / "gate.json").read_text())
     assert findings["passed"] is True

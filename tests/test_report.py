@@ -115,13 +115,19 @@ def test_quick_report_plots_every_series_of_its_k_sweep(quick_run):
 def test_the_quick_sweep_through_ray_records_what_the_local_executor_records(quick_run,
                                                                           tmp_path):
     """The same points on a local Ray cluster (started by the CLI) give records whose
-    deterministic meters equal the local executor's exactly."""
+    deterministic meters equal the local executor's exactly: every strategy in both frameworks,
+    at the quick config's smaller K (its larger K adds no code path, only time)."""
     require_ray()
-    assert main(["run", "--config", "quick", "--results", str(tmp_path), "--run-id", "ray",
-                 "--executor", "ray", "--no-progress"]) == 0
+    text = open("suite/configs/quick.toml").read()
+    assert "K = [10, 100]" in text
+    config = tmp_path / "quick-small-K.toml"
+    config.write_text(text.replace("K = [10, 100]", "K = [10]"))
+    assert main(["run", "--config", str(config), "--results", str(tmp_path),
+                 "--run-id", "ray", "--executor", "ray", "--no-progress"]) == 0
     local = load_frame(quick_run).set_index("point_key")
     through_ray = load_frame(tmp_path / "ray").set_index("point_key")
-    assert sorted(through_ray.index) == sorted(local.index)
+    assert sorted(through_ray.index) == sorted(local.index[local["K"] == 10])
+    assert len(through_ray) == 24  # 12 strategies × 2 frameworks
     assert (through_ray["status"] == local.loc[through_ray.index, "status"]).all()
     ok = through_ray.index[through_ray["status"] == "ok"]
     assert len(ok) >= len(local) - 2
