@@ -221,6 +221,12 @@ def _build_parser() -> argparse.ArgumentParser:
                                                  maximum=SEED_MAX, what="an integer"), default=0)
     p_check.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                          help="problem option; repeatable")
+    p_check.add_argument("--timeout", type=_numbers("--timeout", integer=False, minimum=0,
+                                                    exclusive_minimum=True,
+                                                    maximum=TIMEOUT_MAX_S, what="seconds"),
+                         default=None,
+                         help="seconds each rule may take before it fails as timed out "
+                              "(default 600); the rules run in a child process")
 
     def measurement_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--repeats", type=_numbers("--repeats", integer=True, minimum=1,
@@ -661,12 +667,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0: no rule failed (warnings allowed); 1: some rule failed; 2: bad input."""
-    from suite.check import run_check
+    from suite.check import RULE_TIMEOUT_S, run_check
     from suite.options import parse_assignments
 
     report = run_check(args.problem, n=args.n, K=args.K, max_K=args.max_K,
                        framework=args.framework, seed=args.seed,
-                       options=parse_assignments(args.option))
+                       options=parse_assignments(args.option),
+                       timeout_s=args.timeout or RULE_TIMEOUT_S)
     for line in report.lines():
         print(line, flush=True)
     return 1 if report.failed else 0

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from problems._vetting import VETTED_ENV
 from suite import references
 from suite.errors import UnsupportedError
 from suite.executors import Executor, failure_record
@@ -50,6 +51,9 @@ def child_env(threads: int, timing_lock: Path | None = None,
     env["XLA_FLAGS"] = " ".join(xla)
     env.setdefault("JAX_PLATFORMS", "")
     env["PYTHONUNBUFFERED"] = "1"
+    # the problem was vetted by the command that started this process (problems._vetting),
+    # and what the child prints goes to its own files
+    env[VETTED_ENV] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = env.get("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 
