@@ -345,15 +345,37 @@ def _build_parser() -> argparse.ArgumentParser:
 
 # ---- commands -----------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    import backends
-    import problems
-    from suite.errors import UnsupportedError
     from suite.frameworks import DEVICES
-    from suite.frameworks import registry as framework_registry
-    from suite.point import Point, support_reason, validate_point
 
     if args.device not in DEVICES:
         raise UsageError("--device", f"unknown {args.device!r}", DEVICES)
+    # the user's problem code runs below (its options, its support answers): what it prints
+    # goes to stderr, so that stdout is only the listing (only JSON with --json)
+    with stdout_to_stderr():
+        rows = _list_rows(args)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    width = max(len(r["backend"]) for r in rows)
+    for r in rows:
+        mark = "yes" if r["supported"] else "no "
+        tail = "" if r["supported"] else f"  — {r['reason']}"
+        if r["needs_options"]:
+            tail = f"  — not with the defaults: {r['needs_options']}"
+        if r["corresponds_to"]:
+            own = "; converged-only: runs its own solver, K is a budget"
+            tail += f"  [peer of {r['corresponds_to']}{own if r['converged_only'] else ''}]"
+        print(f"{r['problem']:10s} {r['backend']:{width}s} {r['framework']:6s} {mark}{tail}")
+    return 0
+
+
+def _list_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import backends
+    import problems
+    from suite.errors import UnsupportedError
+    from suite.frameworks import registry as framework_registry
+    from suite.point import Point, support_reason, validate_point
+
     names = list(problems.registry())
     if args.problem:  # each resolved now: a bad spec is one line, exit 2
         names = [spec for spec in args.problem if problems.get(spec, "--problem")]
@@ -375,20 +397,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                              # peer rows: the strategy of ours the report sets them beside
                              "corresponds_to": getattr(strategy, "corresponds_to", None),
                              "converged_only": bool(getattr(strategy, "converged_only", False))})
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    width = max(len(r["backend"]) for r in rows)
-    for r in rows:
-        mark = "yes" if r["supported"] else "no "
-        tail = "" if r["supported"] else f"  — {r['reason']}"
-        if r["needs_options"]:
-            tail = f"  — not with the defaults: {r['needs_options']}"
-        if r["corresponds_to"]:
-            own = "; converged-only: runs its own solver, K is a budget"
-            tail += f"  [peer of {r['corresponds_to']}{own if r['converged_only'] else ''}]"
-        print(f"{r['problem']:10s} {r['backend']:{width}s} {r['framework']:6s} {mark}{tail}")
-    return 0
+    return rows
 
 
 def _settings(args: argparse.Namespace, base: Any = None):
@@ -436,7 +445,7 @@ def cmd_point(args: argparse.Namespace) -> int:
                   device=args.device, dtype=args.dtype, seed=args.seed,
                   options=parse_assignments(args.option))
     settings = _settings(args)
-    with _cli_field_names():
+    with _cli_field_names(), stdout_to_stderr():  # the user's problem code answers here
         validate_point(point)  # bad input and unsupported combinations: exit 2 before spawning
     if args.dump is not None:  # a dump that cannot be written fails now, not after measuring
         writable_directory("--dump", args.dump)
@@ -456,6 +465,13 @@ def cmd_point(args: argparse.Namespace) -> int:
         if args.dump and record.status == "ok":
             print(f"  dumped           {args.dump}/instance.npz, {args.dump}/grad.npy")
     return 0 if record.status == "ok" else 1
+
+
+def stdout_to_stderr():
+    """What the user's code prints in this process goes to stderr (see problems._vetting)."""
+    from problems._vetting import stdout_to_stderr as redirect
+
+    return redirect()
 
 
 def _strict_json(value: Any) -> Any:

@@ -64,6 +64,10 @@ PLUGINS = {
                         "    def generate(self, n, seed, options):\n"
                         "        print('in generate')\n"
                         "        return super().generate(n, seed, options)"),
+    "chatty at run time": ("class SampleReweighting(SampleReweighting):\n"
+                           "    def framework_reason(self, framework):\n"
+                           "        print('framework_reason says hello')\n"
+                           "        return super().framework_reason(framework)"),
     "not a problem": "SampleReweighting = 42",
 }
 PLUGIN_FORMS = ("file", "module", "directory", "missing class")
