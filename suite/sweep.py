@@ -198,6 +198,11 @@ def _sweep(config: SweepConfig, points: list[Point], run_dir: Path, earlier: dic
     for message in existing.problems(records_path):
         warn(message + "; its point is measured again")
     previous = existing.records
+    twice = rundir.duplicated_points(previous)
+    if twice:  # written by two writers before the lock: report and compare refuse the run
+        warn(f"{records_path} holds {len(twice)} point(s) more than once (e.g. "
+             f"{next(iter(twice))}); report, compare and gate refuse it until one record of "
+             "each is left")
     code = provenance.code_identity(config)
     if earlier is not None:
         changed = provenance.changed_problems(earlier, previous, code)

@@ -153,6 +153,16 @@ def test_1_a_run_holding_one_point_twice_is_refused_naming_the_cell(tmp_path, co
     assert "holds 1 point(s) more than once: gd/unrolled/torch float64 n=4 K=5 (2 records)" \
         in line, line
     assert captured.out == ""
+    if command == "report":  # resuming such a run says so, and adds no third record
+        from suite.sweep import run_sweep
+
+        config = build_config({"problems": ["gd"], "backends": ["unrolled"],
+                               "frameworks": ["torch"], "repeats": 1,
+                               "grid": [{"n": [4], "K": [5, 10]}]}, name="d")
+        run_sweep(config, resume=run, progress=False, executor=_Instant())
+        assert (f"{run / 'records.jsonl'} holds 1 point(s) more than once (e.g. "
+                "gd/unrolled/torch float64 n=4 K=5)") in capsys.readouterr().err
+        assert len(read_records(run / "records.jsonl")) == 3
 
 
 # ---- 2. a run is one version of the code -------------------------------------------------------
