@@ -24,7 +24,8 @@ from collections.abc import Iterator
 
 from suite.check import RULES, Finding, Plan, findings
 
-#: rules that follow from rule 2's solution
+#: seconds the child may take to start (interpreter, torch, JAX) before its first step
+STARTUP_S = 120.0
 RULE_NAMES = {rule: name for rule, (name, _) in enumerate(RULES, start=1)}
 
 
@@ -48,11 +49,11 @@ def isolated_findings(plan: Plan, timeout_s: float) -> Iterator[Finding]:
                 yield Finding(rule, RULE_NAMES[rule], "skip",
                               "no instance: generate() did not return (rule 1)")
             return
-        if not isinstance(step, int):  # preparing again what passed before: the rest cannot run
-            what = "generate()" if step == "generate" else "rule 2 for the solution"
+        if not isinstance(step, int):  # the child did not get to the rules: none can run
+            what = {"start": "starting:", "generate": "rerunning generate()",
+                    "solution": "rerunning rule 2 for the solution"}.get(str(step), str(step))
             for rule in range(first, len(RULES) + 1):
-                yield Finding(rule, RULE_NAMES[rule], "fail",
-                              f"not run: rerunning {what} {how}")
+                yield Finding(rule, RULE_NAMES[rule], "fail", f"not run: {what} {how}")
             return
         yield Finding(step, RULE_NAMES[step], "fail", how)
         if step == 2:
@@ -78,7 +79,8 @@ def _run_child(plan: Plan, first: int, solution: bool, timeout_s: float,
     finally:
         os.close(write_fd)
     step: int | str = "start"
-    deadline = time.monotonic() + timeout_s
+    # starting an interpreter and importing the frameworks is not the rules' time
+    deadline = time.monotonic() + max(timeout_s, STARTUP_S)
     buffer = b""
     how: str | None = None
     try:
@@ -96,7 +98,10 @@ def _run_child(plan: Plan, first: int, solution: bool, timeout_s: float,
             buffer += chunk
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
-                message = json.loads(line)
+                try:
+                    message = json.loads(line)
+                except ValueError:  # not ours (the user's code wrote to this descriptor)
+                    continue
                 if "begin" in message:
                     step = message["begin"]
                     deadline = time.monotonic() + timeout_s
@@ -106,7 +111,10 @@ def _run_child(plan: Plan, first: int, solution: bool, timeout_s: float,
                 elif message.get("done"):
                     step = "done"
     finally:
-        if proc.poll() is None:
+        if how is None:  # it closed the pipe: it is exiting, let it (its status says how)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        if proc.poll() is None:  # out of time, an interrupt, or stuck on its way out
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -117,8 +125,8 @@ def _run_child(plan: Plan, first: int, solution: bool, timeout_s: float,
         code = proc.returncode
         how = (f"ended the process (killed by {_signal_name(-code)})" if code < 0
                else f"ended the process (exit status {code})")
-    if step == "start":  # before generate: importing the problem again (vetted: rare)
-        step = "generate"
+    if step == "start" and how.startswith("timed out"):
+        how = f"the check's child process did not start within {max(timeout_s, STARTUP_S):g} s"
     return step, how
 
 
@@ -148,5 +156,21 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _main_quietly(argv: list[str]) -> int:
+    """``main``; whatever escapes it (the user's code raising SystemExit or
+    KeyboardInterrupt inside a rule) is one line on stderr, never a traceback: the parent
+    fails the rule that was running with the exit status."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        sys.stderr.write(f"ift-bench check: the problem's code called sys.exit({exc.code!r})\n")
+        return code or 1
+    except BaseException as exc:  # noqa: BLE001 — reported on one line, status 1
+        text = " ".join(str(exc).split())[:200]
+        sys.stderr.write(f"ift-bench check: {type(exc).__name__}{': ' + text if text else ''}\n")
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(_main_quietly(sys.argv[1:]))
