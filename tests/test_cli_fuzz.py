@@ -68,6 +68,9 @@ PLUGINS = {
                            "    def framework_reason(self, framework):\n"
                            "        print('framework_reason says hello')\n"
                            "        return super().framework_reason(framework)"),
+    "step exits": ("class SampleReweighting(SampleReweighting):\n"
+                   "    def step(self, xp, d, state, theta):\n"
+                   "        raise SystemExit(4)"),
     "not a problem": "SampleReweighting = 42",
 }
 PLUGIN_FORMS = ("file", "module", "directory", "missing class")
