@@ -52,6 +52,8 @@ try:
         importlib.metadata.EntryPoint(name="vetting", value=target, group="vetting").load()
 except SystemExit as exc:
     say(f"exit {exc.code!r}")
+except KeyboardInterrupt:  # the module's own: this child is in a session of its own
+    say("interrupt")
 except BaseException:
     say("raised")
 else:
@@ -114,6 +116,8 @@ def vet(kind: str, target: str, what: str, field: str, allowed: object) -> None:
         how = f"did not finish within {timeout:g} s (set {TIMEOUT_ENV} to allow longer)"
     elif verdict.startswith("exit"):
         how = f"called sys.exit({verdict.split(' ', 1)[1]})"
+    elif verdict == "interrupt":
+        how = "raised KeyboardInterrupt"
     elif proc.returncode < 0:
         how = f"crashed the process (signal {_signal_name(-proc.returncode)})"
     else:

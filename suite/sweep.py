@@ -8,6 +8,7 @@ kills the running children and keeps every finished record), and economical: onc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -305,6 +306,8 @@ def _sweep(config: SweepConfig, points: list[Point], run_dir: Path, earlier: dic
         result.interrupted = True
     finally:
         executor.close()
+        with contextlib.suppress(OSError):  # empty once every point has ended
+            executor.scratch_dir.rmdir()
         if bar is not None:
             bar.close()
         meta["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
