@@ -77,6 +77,9 @@ def open_run_dir(run_dir: Path) -> Path:
     """An existing run directory to resume: a directory we can write, records.jsonl (if any)
     a regular file we can append to, meta.json (if any) a file we can replace."""
     run_dir = Path(run_dir)
+    if run_dir.name == "records.jsonl" and run_dir.is_file():
+        raise UsageError("--resume", f"{str(run_dir)!r} is a records file, not a run "
+                         "directory", f"its directory: {str(run_dir.parent)!r}")
     if not run_dir.is_dir():
         raise UsageError("--resume", f"{str(run_dir)!r} is not a directory",
                          "a results/<run-id> directory with records.jsonl")

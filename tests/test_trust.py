@@ -498,6 +498,7 @@ def test_7_paths_under_a_directory_the_user_cannot_enter(open_tmp, as_nobody):
                  ["run", *TINY, "--backend", "unrolled", "--K", "5", "--results",
                   str(closed / "res")],
                  ["report", str(closed / "run")],
+                 ["run", "--resume", str(closed / "run")],
                  ["compare", str(closed / "run"), str(closed / "run")],
                  ["gate", "--run", str(closed / "run")]):
         done = _as(as_nobody, *argv, cwd=work)
@@ -610,6 +611,7 @@ class IntTheta(SampleReweighting):
     # records.jsonl given for its run
     run = _run_dir(tmp_path, "run", [_record()])
     for argv in (["report", str(run / "records.jsonl")],
+                 ["run", "--resume", str(run / "records.jsonl")],
                  ["compare", str(run / "records.jsonl"), str(run)],
                  ["gate", "--run", str(run / "records.jsonl")]):
         assert main(argv) == 2
