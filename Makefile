@@ -19,7 +19,7 @@ TEST_WORKERS ?= 2
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup bench test gate bench-pytest lint clean
+.PHONY: setup bench test fuzz gate bench-pytest lint clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,13 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# The property test of the command line (tests/test_cli_fuzz.py) with many more examples than
+# make test's 10, with hypothesis's statistics (which commands ran, how they ended).
+FUZZ_EXAMPLES ?= 400
+fuzz: $(STAMP)
+	IFT_BENCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_cli_fuzz.py \
+		-p no:cacheprovider --hypothesis-show-statistics $(PYTEST_ARGS)
 
 # The CI regression gate: the gate sweep against benchmarks/baseline.json (exit 1 on regression).
 gate: $(STAMP)

@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from problems import _vetting
 from problems.base import REQUIRED_METHODS, Problem
 from suite.errors import UsageError
 
@@ -58,11 +59,14 @@ def registry() -> dict[str, Problem]:
         if ep.name in found:
             raise UsageError(field, f"{ep.name!r} is already a problem's name",
                              "a name no built-in problem uses")
+        allowed = "an importable package.module:ClassName"
+        _vetting.vet("entry", ep.value, f"{ep.value} ({field})", field, allowed)
         try:
-            target = ep.load()
-        except Exception as exc:  # noqa: BLE001 — any import failure is the package's
+            with _vetting.stdout_to_stderr():
+                target = ep.load()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 — any failure is the package's
             raise UsageError(field, f"{ep.value} does not load: {_one_line(exc)}",
-                             "an importable package.module:ClassName") from None
+                             allowed) from None
         problem = _instantiate(target, f"{ep.value}", field)
         problem.name = ep.name  # the name the user types is the name it is registered under
         found[ep.name] = problem
@@ -85,6 +89,9 @@ def get(spec: str, field: str = "problem") -> Problem:
     try:
         if target.endswith(".py") or "/" in target or "\\" in target:
             path = Path(target).expanduser().resolve()
+            if path.is_dir():
+                raise UsageError(field, f"{target!r} is a directory, not a Python file (in "
+                                 f"{spec!r})", _allowed())
             if not path.is_file():
                 raise UsageError(field, f"no such file {target!r} (in {spec!r})", _allowed())
             return _from_file(str(path), path.stat().st_mtime_ns, class_name, spec)
@@ -131,15 +138,18 @@ def _one_line(exc: BaseException) -> str:
 @cache
 def _from_module(module_name: str, class_name: str, spec: str,
                  field: str = "problem") -> Problem:
+    if module_name not in sys.modules:  # not yet imported: the user's code runs now
+        _vetting.vet("module", module_name, f"module {module_name!r}", field, _allowed())
     try:
-        module = importlib.import_module(module_name)
+        with _vetting.stdout_to_stderr():
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name) and exc.name in module_name:
             raise UsageError(field, f"no module named {exc.name!r} (in {spec!r})",
                              _allowed()) from None
         raise UsageError(field, f"module {module_name!r} does not import: {_one_line(exc)}",
                          _allowed()) from None
-    except Exception as exc:  # noqa: BLE001 — whatever the user's module raises
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 — whatever the user's module raises
         raise UsageError(field, f"module {module_name!r} does not import: {_one_line(exc)}",
                          _allowed()) from None
     return _instantiate(_attribute(module, class_name, spec, field), spec, field)
@@ -155,11 +165,13 @@ def _from_file(path: str, mtime_ns: int, class_name: str, spec: str,
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     if loader_spec is None or loader_spec.loader is None:
         raise UsageError(field, f"{path!r} is not a Python file", _allowed())
+    _vetting.vet("file", path, repr(path), field, _allowed())
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module  # dataclasses and pickling look modules up here
     try:
-        loader_spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 — whatever the user's file raises
+        with _vetting.stdout_to_stderr():
+            loader_spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 — whatever the user's file raises
         sys.modules.pop(module_name, None)
         raise UsageError(field, f"{path!r} does not import: {_one_line(exc)}",
                          _allowed()) from None
@@ -187,8 +199,9 @@ def _instantiate(target: Any, spec: str, field: str) -> Problem:
         raise UsageError(field, f"{spec!r} does not implement {', '.join(missing)}",
                          f"a Problem with {', '.join(REQUIRED_METHODS)}")
     try:
-        problem = target()
-    except Exception as exc:  # noqa: BLE001
+        with _vetting.stdout_to_stderr():
+            problem = target()
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise UsageError(field, f"{spec!r} cannot be constructed without arguments: "
                          f"{_one_line(exc)}", "a Problem class whose __init__ takes no "
                          "arguments") from None

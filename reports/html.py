@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from reports import claims, decision, problem_sections, record_tables, views
-from suite import analysis
+from suite import analysis, provenance
 from suite.records import load_frame
 
 THEORY_DOC = Path(__file__).resolve().parents[1] / "docs" / "theory.md"
@@ -85,8 +85,9 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     config = meta.get("config", {"name": "?"})
 
+    versions_note = provenance.versions_note(frame)
     if not frame.empty:
-        frame = analysis.annotate(frame)
+        frame = provenance.separate_versions(analysis.annotate(frame))
     summary = problem_sections.summary_view(frame) if not frame.empty else []
     sections = [_problem_section(p, frame)
                 for p in sorted(frame["problem"].unique())] if not frame.empty else []
@@ -119,6 +120,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
                            autoescape=select_autoescape(["html", "j2"]))
     html = tmpl_env.get_template("report.html.j2").render(
         run_id=meta.get("run_id", run_dir.name), meta=meta, config=config,
+        versions_note=versions_note,
         counts={"total": len(frame), "by_status": by_status},
         summary=summary,
         tolerance=analysis.EXPONENT_TOLERANCE, min_fit_points=analysis.MIN_FIT_POINTS,

@@ -180,7 +180,11 @@ def scaling_exponents(frame: pd.DataFrame, variable: str = "K", tail: int | None
                          "theory_hi": band[1] if band else math.nan, "agrees": agrees,
                          "fitted": fitted, "verdict": _verdict(slope, band, fitted),
                          "all_zero": all_zero})
-    return pd.DataFrame(rows)
+    # no fit at all (no ok record with a meter: a run of failures, records made by hand): the
+    # columns still exist, so that selecting by series finds nothing instead of failing
+    return pd.DataFrame(rows, columns=[*SERIES, fixed, "variable", "metric", "slope", "points",
+                                       "x_min", "x_max", "used", "dropped", "theory_lo",
+                                       "theory_hi", "agrees", "fitted", "verdict", "all_zero"])
 
 
 # --------------------------------------------------------------------------- notes on fits

@@ -26,7 +26,7 @@ input this command exists for.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,10 +111,52 @@ class _Context:
     residual_star: float | None = None
 
 
+#: seconds each rule may take under ``check`` (``--timeout``); generous: rule 2 may step a
+#: slow solver 20000 times and rule 4 compiles JAX programs
+RULE_TIMEOUT_S = 600.0
+
+
 def run_check(spec: str, *, n: int = 6, K: int = 10, max_K: int = 20000,
               framework: str | None = None, seed: int = 0,
-              options: dict[str, Any] | None = None) -> CheckReport:
-    """Every rule on ``spec`` at size ``n``; bad input raises :class:`UsageError`."""
+              options: dict[str, Any] | None = None,
+              timeout_s: float | None = None) -> CheckReport:
+    """Every rule on ``spec`` at size ``n``; bad input raises :class:`UsageError`.
+
+    ``timeout_s`` None: the rules run in this process. Otherwise they run in a child process
+    (``suite.check_child``), each under ``timeout_s``: a rule that runs out of time, or whose
+    code ends the process, fails with that reason and the next rules run in a fresh child."""
+    plan = _plan(spec, n=n, K=K, max_K=max_K, framework=framework, seed=seed,
+                 options=options)
+    report = CheckReport(spec, plan.header)
+    if timeout_s is None:
+        report.findings.extend(findings(plan))
+    else:
+        from suite.check_child import isolated_findings
+
+        report.findings.extend(isolated_findings(plan, timeout_s))
+    return report
+
+
+@dataclass
+class Plan:
+    """What to check, validated: everything a (child) process needs to run the rules."""
+
+    spec: str
+    n: int
+    K: int
+    max_K: int
+    seed: int
+    options: dict[str, Any]
+    problem_options: dict[str, Any]
+    frameworks: list[str]
+    header: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _plan(spec: str, *, n: int, K: int, max_K: int, framework: str | None, seed: int,
+          options: dict[str, Any] | None) -> Plan:
     problem = problems.get(spec, "PROBLEM")
     registry = framework_registry()
     if framework is not None and framework not in registry:
@@ -141,26 +183,63 @@ def run_check(spec: str, *, n: int = 6, K: int = 10, max_K: int = 20000,
         if exc.field in {"n", "K", "seed"}:
             raise UsageError(f"--{exc.field}", exc.detail, exc.allowed) from None
         raise
-    instance = problem.generate(n, seed, parsed["problem"])
-    ctx = _Context(spec=spec, problem=problem, instance=instance, n=n, K=K, max_K=max_K,
-                   seed=seed, options=options, problem_options=parsed["problem"],
-                   frameworks=usable)
     source = "its own" if problem.has_reference else "the suite's (it supplies none)"
-    report = CheckReport(spec, f"check {spec}: n={n}, K={K}, seed={seed}, frameworks "
-                               f"{', '.join(usable)}, references {source}")
+    return Plan(spec=spec, n=n, K=K, max_K=max_K, seed=seed, options=options,
+                problem_options=parsed["problem"], frameworks=usable,
+                header=f"check {spec}: n={n}, K={K}, seed={seed}, frameworks "
+                       f"{', '.join(usable)}, references {source}")
+
+
+def findings(plan: Plan, first_rule: int = 1, solution: bool = True,
+             begin: Callable[[int | str], None] = lambda step: None) -> Iterator[Finding]:
+    """The findings of rules ``first_rule`` … 7; ``begin`` is called as each step starts:
+    ``"generate"``, ``"solution"`` (rule 2 run unseen), then each rule's number.
+
+    ``generate`` is rule 1's: when it raises, rule 1 fails with its message and the other
+    rules are skipped. Starting past rule 2, rule 2 is first run unseen for the solution the
+    later rules need, unless ``solution`` is False (it failed or ran out of time)."""
+    problem = problems.get(plan.spec, "PROBLEM")
+    begin("generate")
+    try:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            instance = problem.generate(plan.n, plan.seed, plan.problem_options)
+    except Exception as exc:  # noqa: BLE001 — the user's generate: rule 1 fails, not check
+        yield Finding(1, RULES[0][0], "fail", f"generate(n={plan.n}, seed={plan.seed}) "
+                                              f"{_raised(exc)}")
+        for rule, (name, _) in enumerate(RULES[1:], start=2):
+            if rule >= first_rule:
+                yield Finding(rule, name, "skip", "no instance: generate() failed (rule 1)")
+        return
+    ctx = _Context(spec=plan.spec, problem=problem, instance=instance, n=plan.n, K=plan.K,
+                   max_K=plan.max_K, seed=plan.seed, options=plan.options,
+                   problem_options=plan.problem_options, frameworks=plan.frameworks)
     for rule, (name, fn) in enumerate(RULES, start=1):
-        try:
-            # a solver's own divisions by zero (step-length ratios) are its business; every
-            # number a rule decides on is checked for finiteness
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                status, message = fn(ctx)
-        except Exception as exc:  # noqa: BLE001 — a broken problem fails the rule, not check
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            status, message = "fail", (f"raised {type(exc).__name__}: "
-                                       f"{' '.join(str(exc).split())[:200]} "
-                                       f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})")
-        report.findings.append(Finding(rule, name, status, message))
-    return report
+        if rule < first_rule:
+            if rule == 2 and solution:  # the later rules' solution, found again
+                begin("solution")
+                _run_rule(fn, ctx)
+            continue
+        begin(rule)
+        status, message = _run_rule(fn, ctx)
+        yield Finding(rule, name, status, message)
+
+
+def _run_rule(fn: Callable[[_Context], tuple[str, str]], ctx: _Context) -> tuple[str, str]:
+    try:
+        # a solver's own divisions by zero (step-length ratios) are its business; every
+        # number a rule decides on is checked for finiteness
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return fn(ctx)
+    except Exception as exc:  # noqa: BLE001 — a broken problem fails the rule, not check
+        return "fail", _raised(exc)
+
+
+def _raised(exc: BaseException) -> str:
+    """``raised Name: message (file:line)``, on one line."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" ({tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
+    text = " ".join(str(exc).split())[:200]
+    return f"raised {type(exc).__name__}{': ' + text if text else ''}{where}"
 
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -201,8 +280,11 @@ def rule_determinism(ctx: _Context) -> tuple[str, str]:
             return "fail", (f"generate(n={ctx.n}, seed={ctx.seed}) twice: {label} differs "
                             f"(max |Δ| = {diff:.3g}); draw everything from the seed")
     for label, a, _ in pairs:
-        if np.issubdtype(np.asarray(a).dtype, np.floating) and np.asarray(a).dtype != np.float64:
-            return "fail", f"{label} has dtype {np.asarray(a).dtype}, not float64"
+        dtype = np.asarray(a).dtype
+        # θ is what is differentiated: it must be float64 itself; data arrays may hold
+        # integers (indices, labels), but no float of another precision
+        if dtype != np.float64 and (label == "θ" or np.issubdtype(dtype, np.floating)):
+            return "fail", f"{label} has dtype {dtype}, not float64"
     host = references.Host(problem, inst)
     s0 = host.init()
     s1 = host.step(s0)
@@ -229,7 +311,8 @@ def rule_determinism(ctx: _Context) -> tuple[str, str]:
     if bad:
         return "fail", f"{bad[0]} is not finite"
     return "pass", (f"generate(n={ctx.n}, seed={ctx.seed}) identical twice (max |Δ| = 0); "
-                    f"θ {tuple(np.shape(inst.theta))} float64, state {len(l0)} leaf(s) "
+                    f"θ {tuple(np.shape(inst.theta))} {np.asarray(inst.theta).dtype}, "
+                    f"state {len(l0)} leaf(s) "
                     f"{shapes0}, x and F ({x0.size},), ℓ scalar")
 
 

@@ -221,6 +221,12 @@ def _build_parser() -> argparse.ArgumentParser:
                                                  maximum=SEED_MAX, what="an integer"), default=0)
     p_check.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                          help="problem option; repeatable")
+    p_check.add_argument("--timeout", type=_numbers("--timeout", integer=False, minimum=0,
+                                                    exclusive_minimum=True,
+                                                    maximum=TIMEOUT_MAX_S, what="seconds"),
+                         default=None,
+                         help="seconds each rule may take before it fails as timed out "
+                              "(default 600); the rules run in a child process")
 
     def measurement_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--repeats", type=_numbers("--repeats", integer=True, minimum=1,
@@ -291,6 +297,15 @@ def _build_parser() -> argparse.ArgumentParser:
                             "default: start a local one")
     p_run.add_argument("--resume", type=_path("--resume"), default=None, metavar="RUN_DIR",
                        help="continue a run, skipping points already recorded")
+    p_run.add_argument("--allow-code-change", action="store_true",
+                       help="with --resume: measure the remaining points even though a "
+                            "problem's code changed since the run began (the report keeps "
+                            "the versions apart)")
+    p_run.add_argument("--connect-timeout", type=_numbers(
+                           "--connect-timeout", integer=False, minimum=0, exclusive_minimum=True,
+                           maximum=TIMEOUT_MAX_S, what="seconds"), default=None,
+                       help="with --executor ray --address: seconds to reach the cluster "
+                            "before giving up (default 30)")
     p_run.add_argument("--report", action="store_true", help="write report.html afterwards")
     p_run.add_argument("--no-progress", action="store_true")
 
@@ -330,15 +345,37 @@ def _build_parser() -> argparse.ArgumentParser:
 
 # ---- commands -----------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    import backends
-    import problems
-    from suite.errors import UnsupportedError
     from suite.frameworks import DEVICES
-    from suite.frameworks import registry as framework_registry
-    from suite.point import Point, support_reason, validate_point
 
     if args.device not in DEVICES:
         raise UsageError("--device", f"unknown {args.device!r}", DEVICES)
+    # the user's problem code runs below (its options, its support answers): what it prints
+    # goes to stderr, so that stdout is only the listing (only JSON with --json)
+    with stdout_to_stderr():
+        rows = _list_rows(args)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    width = max(len(r["backend"]) for r in rows)
+    for r in rows:
+        mark = "yes" if r["supported"] else "no "
+        tail = "" if r["supported"] else f"  — {r['reason']}"
+        if r["needs_options"]:
+            tail = f"  — not with the defaults: {r['needs_options']}"
+        if r["corresponds_to"]:
+            own = "; converged-only: runs its own solver, K is a budget"
+            tail += f"  [peer of {r['corresponds_to']}{own if r['converged_only'] else ''}]"
+        print(f"{r['problem']:10s} {r['backend']:{width}s} {r['framework']:6s} {mark}{tail}")
+    return 0
+
+
+def _list_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import backends
+    import problems
+    from suite.errors import UnsupportedError
+    from suite.frameworks import registry as framework_registry
+    from suite.point import Point, support_reason, validate_point
+
     names = list(problems.registry())
     if args.problem:  # each resolved now: a bad spec is one line, exit 2
         names = [spec for spec in args.problem if problems.get(spec, "--problem")]
@@ -360,20 +397,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                              # peer rows: the strategy of ours the report sets them beside
                              "corresponds_to": getattr(strategy, "corresponds_to", None),
                              "converged_only": bool(getattr(strategy, "converged_only", False))})
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    width = max(len(r["backend"]) for r in rows)
-    for r in rows:
-        mark = "yes" if r["supported"] else "no "
-        tail = "" if r["supported"] else f"  — {r['reason']}"
-        if r["needs_options"]:
-            tail = f"  — not with the defaults: {r['needs_options']}"
-        if r["corresponds_to"]:
-            own = "; converged-only: runs its own solver, K is a budget"
-            tail += f"  [peer of {r['corresponds_to']}{own if r['converged_only'] else ''}]"
-        print(f"{r['problem']:10s} {r['backend']:{width}s} {r['framework']:6s} {mark}{tail}")
-    return 0
+    return rows
 
 
 def _settings(args: argparse.Namespace, base: Any = None):
@@ -421,7 +445,7 @@ def cmd_point(args: argparse.Namespace) -> int:
                   device=args.device, dtype=args.dtype, seed=args.seed,
                   options=parse_assignments(args.option))
     settings = _settings(args)
-    with _cli_field_names():
+    with _cli_field_names(), stdout_to_stderr():  # the user's problem code answers here
         validate_point(point)  # bad input and unsupported combinations: exit 2 before spawning
     if args.dump is not None:  # a dump that cannot be written fails now, not after measuring
         writable_directory("--dump", args.dump)
@@ -441,6 +465,13 @@ def cmd_point(args: argparse.Namespace) -> int:
         if args.dump and record.status == "ok":
             print(f"  dumped           {args.dump}/instance.npz, {args.dump}/grad.npy")
     return 0 if record.status == "ok" else 1
+
+
+def stdout_to_stderr():
+    """What the user's code prints in this process goes to stderr (see problems._vetting)."""
+    from problems._vetting import stdout_to_stderr as redirect
+
+    return redirect()
 
 
 def _strict_json(value: Any) -> Any:
@@ -492,14 +523,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                "options": parse_assignments(args.option)}
         config = build_config(raw, name="cli", where=_cli_where)
 
+    if args.address is not None and args.executor != "ray":
+        raise UsageError("--address", "only applies to --executor ray",
+                         "--executor ray --address ADDR")
+    if args.connect_timeout is not None and args.address is None:
+        raise UsageError("--connect-timeout", "only applies to --executor ray --address ADDR",
+                         "--executor ray --address ADDR --connect-timeout SECONDS")
+    if args.allow_code_change and args.resume is None:
+        raise UsageError("--allow-code-change", "only applies to --resume",
+                         "--resume RUN_DIR --allow-code-change")
+    options = {}
+    if args.executor == "ray":
+        options["address"] = args.address
+        if args.connect_timeout is not None:
+            options["connect_timeout_s"] = args.connect_timeout
     with _terminate_as_interrupt():
-        if args.address is not None and args.executor != "ray":
-            raise UsageError("--address", "only applies to --executor ray",
-                             "--executor ray --address ADDR")
-        options = {"address": args.address} if args.executor == "ray" else {}
-        result = run_sweep(config, args.results, jobs=args.jobs, resume=args.resume,
-                           run_id=args.run_id, progress=not args.no_progress,
-                           executor=args.executor, executor_options=options)
+        try:
+            result = run_sweep(config, args.results, jobs=args.jobs, resume=args.resume,
+                               run_id=args.run_id, progress=not args.no_progress,
+                               executor=args.executor, executor_options=options,
+                               allow_code_change=args.allow_code_change)
+        except KeyboardInterrupt:  # before the sweep began (connecting to a cluster)
+            print("interrupted: before any point was measured", file=sys.stderr)
+            return 1
     summary = ", ".join(f"{k} {v}" for k, v in sorted(result.statuses.items()))
     print(f"{result.run_dir}/records.jsonl: {summary or 'no points'}")
     if result.interrupted:
@@ -531,20 +577,32 @@ def _config_of_run(run_dir: Path):
 
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.html import write_report
-    from suite.records import read_records_checked
     from suite.sweep import read_meta
 
-    records = args.run_dir / "records.jsonl"
-    if not args.run_dir.is_dir() or not records.is_file():
-        raise UsageError("RESULTS_DIR", f"{str(args.run_dir)!r} has no records.jsonl",
-                         "a results/<run-id> directory")
-    output_file("--out", args.out or args.run_dir / "report.html")
-    if (args.run_dir / "meta.json").exists():
-        read_meta(args.run_dir, "RESULTS_DIR")  # a damaged meta.json: one line, exit 2
-    for message in read_records_checked(records).problems(records):
-        print(f"ift-bench: warning: {message}", file=sys.stderr)
-    print(write_report(args.run_dir, args.out))
+    run_dir = _readable_run("RESULTS_DIR", args.run_dir)
+    output_file("--out", args.out or run_dir / "report.html")
+    if (run_dir / "meta.json").exists():
+        read_meta(run_dir, "RESULTS_DIR")  # a damaged meta.json: one line, exit 2
+    print(write_report(run_dir, args.out))
     return 0
+
+
+def _readable_run(field: str, run_dir: Path, label: str = "") -> Path:
+    """A run directory a reader (report, compare, gate --run) may use: its unreadable lines
+    and a writer still at work are said on stderr; one point recorded twice is refused."""
+    from suite import rundir
+    from suite.records import read_records_checked
+
+    run_dir = rundir.existing_run(field, run_dir)
+    path = run_dir / "records.jsonl"
+    prefix = f"ift-bench: warning: {label}" if label else "ift-bench: warning: "
+    for note in rundir.reader_notes(run_dir):
+        print(prefix + note, file=sys.stderr)
+    checked = read_records_checked(path)
+    for line in checked.problems(path):  # said, never skipped quietly
+        print(prefix + line, file=sys.stderr)
+    rundir.refuse_duplicates(field, path, checked.records)
+    return run_dir
 
 
 @contextlib.contextmanager
@@ -583,10 +641,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     baseline = None if args.update_baseline else gate.load_baseline(baseline_path)
     time_reference, not_judged = None, None
     if args.run is not None:
-        if not (args.run / "records.jsonl").exists():
-            raise UsageError("--run", f"{str(args.run)!r} has no records.jsonl",
-                             "a results/<run-id> directory")
-        run_dir = args.run
+        run_dir = _readable_run("--run", args.run)
         if baseline is not None:
             time_reference, not_judged, fingerprint = gate_sweep.judge_existing(
                 run_dir, baseline, time_dir)
@@ -630,27 +685,36 @@ def cmd_gate(args: argparse.Namespace) -> int:
         return 0
     outcome = gate.compare(frame, baseline, time=time_reference, time_not_judged=not_judged)
     outcome.fingerprint = fingerprint
-    write_json(args.json or run_dir / "gate.json", outcome.to_json())
+    findings = args.json or run_dir / "gate.json"
+    try:
+        write_json(findings, outcome.to_json())
+    except OSError as exc:  # a read-only run: the verdict still counts, and is printed
+        print(gate.render(outcome))
+        print(f"ift-bench: warning: findings not written: cannot write {str(findings)!r}: "
+              f"{exc.strerror or exc} (give --json FILE elsewhere)", file=sys.stderr)
+        return 0 if outcome.passed else 1
     print(gate.render(outcome))
-    print(f"findings: {args.json or run_dir / 'gate.json'}")
+    print(f"findings: {findings}")
     return 0 if outcome.passed else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Exit 0: no cell regressed; 1: some did (the table says which); 2: bad input."""
     from suite import compare
-    from suite.records import load_frame, read_records_checked
+    from suite.records import load_frame, read_records
 
     for flag, run_dir in (("RUN_A", args.run_a), ("RUN_B", args.run_b)):
-        path = run_dir / "records.jsonl"
-        if not path.is_file():
-            raise UsageError(flag, f"{str(run_dir)!r} has no records.jsonl",
-                             "a results/<run-id> directory")
-        for line in read_records_checked(path).problems(path):  # said, never skipped quietly
-            print(f"ift-bench compare: {flag}: {line}", file=sys.stderr)
+        _readable_run(flag, run_dir, f"{flag}: ")
+        if not read_records(run_dir / "records.jsonl"):
+            raise UsageError(flag, f"{str(run_dir / 'records.jsonl')!r} holds no readable "
+                             "record: nothing to compare", "a run with measured points")
     if args.out is not None:
         output_file("--out", args.out)
     result = compare.compare_runs(load_frame(args.run_a), load_frame(args.run_b))
+    if not result.cells:
+        raise UsageError("RUN_B", f"shares no cell with RUN_A ({str(args.run_a)!r}): nothing "
+                         "was compared", "two runs of the same cells (problem, strategy, "
+                         "framework, dtype, n, K, options)")
     print(compare.render_text(result))
     if args.out is not None:
         args.out.write_text(compare.render_html(result, str(args.run_a), str(args.run_b)),
@@ -661,12 +725,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0: no rule failed (warnings allowed); 1: some rule failed; 2: bad input."""
-    from suite.check import run_check
+    from suite.check import RULE_TIMEOUT_S, run_check
     from suite.options import parse_assignments
 
     report = run_check(args.problem, n=args.n, K=args.K, max_K=args.max_K,
                        framework=args.framework, seed=args.seed,
-                       options=parse_assignments(args.option))
+                       options=parse_assignments(args.option),
+                       timeout_s=args.timeout or RULE_TIMEOUT_S)
     for line in report.lines():
         print(line, flush=True)
     return 1 if report.failed else 0
@@ -681,10 +746,33 @@ def main(argv: list[str] | None = None) -> int:
         parser = _build_parser()
         argv = sys.argv[1:] if argv is None else list(argv)
         args = parser.parse_args(_attach_dash_values(argv, parser))
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
+        return status
     except UsageError as exc:
         print(f"ift-bench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ift-bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_stdout()
+    except PermissionError as exc:  # a path under a directory this user cannot enter
+        where = exc.filename if exc.filename is not None else "a path"
+        print(f"ift-bench: error: {where}: permission denied (allowed: a path this user can "
+              "reach)", file=sys.stderr)
+        return 2
+
+
+def _closed_stdout() -> int:
+    """The reader of stdout went away (``ift-bench list | head -1``): end quietly, as a
+    command killed by SIGPIPE would (status 141), without a traceback at exit, when Python
+    flushes stdout once more."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE

@@ -222,6 +222,10 @@ def read_records_checked(path: Path) -> RecordsFile:
         if missing:
             result.unreadable.append((number, f"no {', '.join(missing)}"))
             continue
+        wrong = wrong_type(payload)
+        if wrong:
+            result.unreadable.append((number, wrong))
+            continue
         try:
             result.records.append(Record.from_json(payload))
         except UsageError as exc:
@@ -229,6 +233,44 @@ def read_records_checked(path: Path) -> RecordsFile:
         except (TypeError, ValueError) as exc:
             result.unreadable.append((number, f"not a record: {exc}"))
     return result
+
+
+def _json_types(annotation: str) -> tuple[tuple[type, ...], bool]:
+    """The JSON value types a field's annotation allows, and whether null is one of them."""
+    kinds: tuple[type, ...] = ()
+    for part in (p.strip() for p in annotation.split("|")):
+        base = part.split("[", 1)[0]
+        if base == "None":
+            continue
+        kinds += {"float": (int, float), "int": (int,), "str": (str,), "bool": (bool,),
+                  "dict": (dict,), "list": (list,)}.get(base, (object,))
+    return kinds, "None" in annotation
+
+
+#: field → (JSON types it may hold, whether it may be null); from the dataclass annotations
+FIELD_TYPES = {f.name: _json_types(str(f.type)) for f in fields(Record)}
+
+
+def wrong_type(payload: dict[str, Any]) -> str | None:
+    """Why a record's JSON object has a field of the wrong type (``time_s = "fast"``), or
+    None: such a line is reported like a garbage line instead of shown as a blank."""
+    for name, value in payload.items():
+        if name not in FIELD_TYPES or name == "schema_version":
+            continue  # unknown keys and layouts are Record.from_json's to refuse, loudly
+        kinds, nullable = FIELD_TYPES[name]
+        if value is None:
+            if nullable:
+                continue
+        elif object in kinds or (isinstance(value, kinds)
+                                 and not (isinstance(value, bool) and bool not in kinds)):
+            continue
+        want = " or ".join(dict.fromkeys({int: "a number" if float in kinds else "an integer",
+                                          float: "a number", str: "a string",
+                                          bool: "a boolean", dict: "an object",
+                                          list: "a list"}[k] for k in kinds if k is not object))
+        return (f"field {name!r} is {json.dumps(value)[:40]}, not {want}"
+                f"{' or null' if nullable else ''}")
+    return None
 
 
 def read_records(path: Path) -> list[Record]:
@@ -280,9 +322,19 @@ def load_frame(run_dir: str | Path):
 
 
 def write_json(path: Path, payload: Any) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it); the temporary
+    file never outlives a failure."""
+    path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def _jsonable(obj: Any) -> Any:

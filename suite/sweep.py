@@ -8,7 +8,9 @@ kills the running children and keeps every finished record), and economical: onc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sys
 import threading
 from collections import Counter
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from suite import provenance, rundir
 from suite.config import SweepConfig
 from suite.env import environment
 from suite.errors import UsageError
@@ -34,6 +37,8 @@ from suite.point import Point
 from suite.records import Record, append_record, move_torn_tail, read_records_checked, write_json
 
 CAP_STATUSES = ("oom", "timeout")
+#: per-point scratch directories, inside the run directory
+SCRATCH_NAME = ".points"
 
 
 @dataclass
@@ -72,6 +77,9 @@ def open_run_dir(run_dir: Path) -> Path:
     """An existing run directory to resume: a directory we can write, records.jsonl (if any)
     a regular file we can append to, meta.json (if any) a file we can replace."""
     run_dir = Path(run_dir)
+    if run_dir.name == "records.jsonl" and run_dir.is_file():
+        raise UsageError("--resume", f"{str(run_dir)!r} is a records file, not a run "
+                         "directory", f"its directory: {str(run_dir.parent)!r}")
     if not run_dir.is_dir():
         raise UsageError("--resume", f"{str(run_dir)!r} is not a directory",
                          "a results/<run-id> directory with records.jsonl")
@@ -122,7 +130,8 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
               progress: bool = True, warn=_warn, executor: str | Executor = "local",
               executor_options: dict | None = None,
               share_timing_lock: bool = False,
-              started: Callable[[Path], None] | None = None) -> SweepResult:
+              started: Callable[[Path], None] | None = None,
+              allow_code_change: bool = False) -> SweepResult:
     """Measure every point of ``config`` not yet in the run's records.jsonl, on ``executor``
     (a name from ``suite.executors.EXECUTORS``, made with ``executor_options``, or an instance),
     ``jobs`` points at a time (None: the executor's default). ``share_timing_lock``: take the
@@ -130,24 +139,60 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
     sweep on this machine times under it too (the gate's paired path). ``started`` is called
     with the run directory once it exists, before the first point.
 
-    Every input is checked before anything is written; on resume a torn last line is first
-    moved to a side file (``warn`` says where, with its size) and every unreadable line is
-    reported with its number (its point is measured again; the line stays where it is).
+    Every input is checked before anything is written; the run directory's writer lock
+    (``suite.rundir``) is held throughout, so a second ``run --resume`` of it is refused. On
+    resume a torn last line is first moved to a side file (``warn`` says where, with its size)
+    and every unreadable line is reported with its number (its point is measured again; the
+    line stays where it is); a problem whose code changed since the run began is refused
+    unless ``allow_code_change``.
     """
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int)
                              or not 1 <= jobs <= JOBS_MAX):
         raise UsageError("--jobs", f"{jobs!r} is out of range",
                          f"an integer from 1 to {JOBS_MAX}")
     points = config.points()
-    if isinstance(executor, str):  # before anything is written: a missing ray is exit 2
-        executor = make_executor(executor, **(executor_options or {}))
-    if jobs is None:
-        jobs = min(JOBS_MAX, executor.default_jobs(config.settings))
     if resume is not None:
         run_dir = open_run_dir(resume)
         earlier = read_meta(run_dir) if (run_dir / "meta.json").exists() else None
+        created = False
     else:
         run_dir, earlier = new_run_dir(Path(results_root), config.name, run_id), None
+        created = True
+        if run_id is not None and run_dir.name != run_id:  # never silently another name
+            warn(f"--run-id {run_id!r} exists in {str(Path(results_root))!r}: this run is "
+                 f"{run_dir.name!r}")
+    with rundir.writer(run_dir, "--resume" if resume is not None else "--run-id"):
+        try:
+            if isinstance(executor, str):  # a missing ray, a dead address: exit 2
+                executor = make_executor(executor, run_dir=run_dir,
+                                         **(executor_options or {}))
+        except BaseException:
+            if created:
+                _remove_if_unused(run_dir)
+            raise
+        return _sweep(config, points, run_dir, earlier, executor, jobs=jobs,
+                      progress=progress, warn=warn, allow_code_change=allow_code_change,
+                      share_timing_lock=share_timing_lock, started=started)
+
+
+def _remove_if_unused(run_dir: Path) -> None:
+    """Remove a run directory this sweep created before measuring anything; one that holds
+    something worth reading (Ray's log of a failed connection) stays."""
+    for path in run_dir.iterdir():
+        if path.name != rundir.LOCK_NAME and (path.is_dir() or path.stat().st_size > 0):
+            return
+    for path in run_dir.iterdir():
+        path.unlink()
+    run_dir.rmdir()
+
+
+def _sweep(config: SweepConfig, points: list[Point], run_dir: Path, earlier: dict | None,
+           executor: Executor, *, jobs: int | None, progress: bool, warn,
+           allow_code_change: bool, share_timing_lock: bool,
+           started: Callable[[Path], None] | None) -> SweepResult:
+    """The sweep proper, under the run's writer lock."""
+    if jobs is None:
+        jobs = min(JOBS_MAX, executor.default_jobs(config.settings))
     records_path = run_dir / "records.jsonl"
     torn = move_torn_tail(records_path)
     if torn is not None:
@@ -157,6 +202,26 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
     for message in existing.problems(records_path):
         warn(message + "; its point is measured again")
     previous = existing.records
+    twice = rundir.duplicated_points(previous)
+    if twice:  # written by two writers before the lock: report and compare refuse the run
+        warn(f"{records_path} holds {len(twice)} point(s) more than once (e.g. "
+             f"{next(iter(twice))}); report, compare and gate refuse it until one record of "
+             "each is left")
+    code = provenance.code_identity(config)
+    if earlier is not None:
+        changed = provenance.changed_problems(earlier, previous, code)
+        if changed and not allow_code_change:
+            raise UsageError("--resume", provenance.describe_change(changed[0]),
+                             "the code the run began with, or --allow-code-change to measure "
+                             "the remaining points with the new code (the report keeps the "
+                             "versions apart)")
+        for change in changed:
+            warn(provenance.describe_change(change) + "; measuring the remaining points with "
+                 "the new code (--allow-code-change)")
+        suite_was = (earlier.get("code") or {}).get("suite")
+        if suite_was and suite_was != code["suite"]:
+            warn(f"the suite's code changed since the run began ({suite_was} → "
+                 f"{code['suite']})")
     done = {r.point_key for r in previous}
     capped: dict[str, tuple[int, str]] = {}
     for r in previous:
@@ -166,12 +231,17 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
     meta_path = run_dir / "meta.json"
     now = datetime.now(UTC).isoformat(timespec="seconds")
     meta = {"run_id": run_dir.name, "config": config.to_json(), "environment": environment(),
-            "started_at": now, "points": len(points), "jobs": jobs}
+            "started_at": now, "points": len(points), "jobs": jobs, "code": code}
     if earlier is not None:
         meta["started_at"] = earlier.get("started_at", now)
         resumed = earlier.get("resumed_at", [])
         meta["resumed_at"] = [*(resumed if isinstance(resumed, list) else []), now]
         meta["resumed_with_records"] = len(previous)
+        # the code the run began with stays its identity; each resume adds what it ran
+        meta["code"] = earlier.get("code") or code
+        versions = earlier.get("code_resumed", [])
+        meta["code_resumed"] = [*(versions if isinstance(versions, list) else []),
+                                {"at": now, **code}]
     write_json(meta_path, meta)
 
     todo = [p for p in points if p.key() not in done]
@@ -182,6 +252,10 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
     executor.timing_lock = (run_dir / TIMING_LOCK_FILE if jobs > 1 or share_timing_lock
                             else None)
     executor.reference_cache = run_dir / ".references"
+    # a point's scratch files live in the run (never in /tmp, where a SIGKILLed driver would
+    # leave them); what a killed sweep left there is removed now, under the writer lock
+    executor.scratch_dir = run_dir / SCRATCH_NAME
+    shutil.rmtree(executor.scratch_dir, ignore_errors=True)
     if started is not None:
         started(run_dir)
     bar = _progress(len(points), len(points) - len(todo), progress)
@@ -235,6 +309,8 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
         result.interrupted = True
     finally:
         executor.close()
+        with contextlib.suppress(OSError):  # empty once every point has ended
+            executor.scratch_dir.rmdir()
         if bar is not None:
             bar.close()
         meta["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")

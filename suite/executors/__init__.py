@@ -32,6 +32,9 @@ class Executor(ABC):
     #: a directory where the points of one run share float64 references by instance (set by
     #: the sweep; see suite.references)
     reference_cache: Path | None = None
+    #: where a point's scratch files go (set by the sweep: inside the run directory); None:
+    #: the system's temp directory, where what a killed driver left is removed at next start
+    scratch_dir: Path | None = None
 
     @abstractmethod
     def run(self, point: Point, settings: Settings, *, dump_dir: Path | None = None,
@@ -59,6 +62,8 @@ class Executor(ABC):
 
 
 def make_executor(name: str, **kwargs: Any) -> Executor:
+    """The executor ``name``, made with ``kwargs`` (every executor takes ``run_dir``: where
+    its own files, such as a cluster's log, may go)."""
     from suite.errors import UsageError
 
     if name not in EXECUTORS:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from problems._vetting import VETTED_ENV
 from suite import references
 from suite.errors import UnsupportedError
 from suite.executors import Executor, failure_record
@@ -50,6 +52,9 @@ def child_env(threads: int, timing_lock: Path | None = None,
     env["XLA_FLAGS"] = " ".join(xla)
     env.setdefault("JAX_PLATFORMS", "")
     env["PYTHONUNBUFFERED"] = "1"
+    # the problem was vetted by the command that started this process (problems._vetting),
+    # and what the child prints goes to its own files
+    env[VETTED_ENV] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = env.get("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 
@@ -61,7 +66,7 @@ class LocalExecutor(Executor):
     name: ClassVar[str] = "local"
 
     def __init__(self, timing_lock: Path | None = None, launcher: str = "fork",
-                 reference_cache: Path | None = None) -> None:
+                 reference_cache: Path | None = None, run_dir: Path | None = None) -> None:
         if launcher not in LAUNCHERS:
             from suite.errors import UsageError
 
@@ -74,6 +79,8 @@ class LocalExecutor(Executor):
         self.launcher = launcher
         self._server: Any = None
         self._server_threads: int | None = None
+        if run_dir is not None:
+            self.scratch_dir = Path(run_dir) / ".points"
 
     def default_jobs(self, settings: Settings) -> int:
         """One point per ``threads`` CPUs this process may use. Timed sections still never
@@ -130,7 +137,7 @@ class LocalExecutor(Executor):
             return failure_record(point, settings, "unsupported",
                                   str(exc).split(": ", 1)[-1])
 
-        with tempfile.TemporaryDirectory(prefix="ift-bench-point-") as tmp:
+        with _scratch(self.scratch_dir) as tmp:
             tmp_path = Path(tmp)
             spec = {"point": point.to_json(), "settings": settings.__dict__,
                     "dump_dir": str(dump_dir) if dump_dir else None,
@@ -167,6 +174,35 @@ class LocalExecutor(Executor):
                     record.wall_s = wall
                 return record
             return _classify_death(point, settings, proc.returncode, stderr_tail, wall)
+
+
+#: scratch directories outside a run: the system temp dir, the owner's pid in the name
+SCRATCH_PREFIX = "ift-bench-point-"
+
+
+def _scratch(where: Path | None):
+    """A temporary directory for one point: under ``where`` (a run's ``.points``, cleared
+    when the run is next written), else in the system temp dir named with this process's
+    pid, where the ones whose process is gone (a SIGKILLed driver) are removed first."""
+    if where is not None:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=where)
+    _remove_orphaned_scratch()
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+
+
+def _remove_orphaned_scratch() -> None:
+    root = Path(tempfile.gettempdir())
+    for path in root.glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive (someone else's), or gone meanwhile
+            continue
 
 
 def run_isolated(point: Point, settings: Settings, *, dump_dir: Path | None = None) -> Record:

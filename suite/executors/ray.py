@@ -18,6 +18,7 @@ task in flight.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 from pathlib import Path
@@ -30,6 +31,12 @@ from suite.records import Record
 
 #: times a point is tried when its node is lost under it
 ATTEMPTS = 2
+ADDRESS_ALLOWED = ("auto, or HOST:PORT of a running head node, or nothing for a local "
+                   "cluster")
+#: the connect timeout's default for ``--address`` (``--connect-timeout``)
+CONNECT_TIMEOUT_S = 30.0
+#: Ray's own messages, in the run directory
+LOG_NAME = "ray.log"
 
 
 #: in a Ray worker process: one local executor (and so one warm fork server) per run and
@@ -63,22 +70,27 @@ class RayExecutor(Executor):
     name: ClassVar[str] = "ray"
 
     def __init__(self, timing_lock: Path | None = None, address: str | None = None,
-                 init_options: dict[str, Any] | None = None) -> None:
+                 init_options: dict[str, Any] | None = None, run_dir: Path | None = None,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         try:
             import ray
         except ImportError:
             raise UsageError("--executor", "ray is not installed",
                              "local, or install the extra: pip install -e '.[ray]'") from None
         self._ray = ray
+        #: where Ray's own messages go (its C++ warnings while it connects), not the terminal
+        self.log_path = Path(run_dir) / LOG_NAME if run_dir is not None else None
         self._started_here = not ray.is_initialized()
         if self._started_here:
+            if address is not None:
+                _probe(address, connect_timeout_s, self.log_path)
             try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False, **(init_options or {}))
+                with _stderr_to(self.log_path):
+                    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                             configure_logging=False, **(init_options or {}))
             except (ConnectionError, ValueError) as exc:
                 raise UsageError("--address", f"cannot reach a Ray cluster at {address!r} "
-                                 f"({exc})", "auto, or HOST:PORT of a running head node, "
-                                 "or nothing for a local cluster") from None
+                                 f"({exc})", ADDRESS_ALLOWED) from None
         self.timing_lock = timing_lock
         self._remote = ray.remote(max_retries=0)(_measure_on_node)
         self._in_flight: set[Any] = set()
@@ -142,4 +154,88 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         if self._started_here and self._ray.is_initialized():
-            self._ray.shutdown()
+            with _stderr_to(self.log_path):
+                self._ray.shutdown()
+
+_PROBE = """
+import sys
+import ray
+ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False,
+         configure_logging=False)
+ray.shutdown()
+"""
+
+
+def _probe(address: str, timeout_s: float, log_path: Path | None) -> None:
+    """Connect to ``address`` once in a child process, so that a cluster that never answers
+    (Ray retries a dead address for minutes) costs ``timeout_s`` and one line, and a signal
+    ends the wait at once; Ray's messages go to ``log_path``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _PROBE, address], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True)
+    finally:
+        if log is not subprocess.DEVNULL:
+            log.close()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:  # a timeout, or SIGINT/SIGTERM raised KeyboardInterrupt here
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            timed_out = True
+        else:
+            timed_out = False
+    said = log_path is not None and log_path.exists() and log_path.stat().st_size > 0
+    where = f"; Ray's messages: {log_path}" if said else ""
+    if timed_out:
+        raise UsageError("--address", f"no Ray cluster answered at {address!r} within "
+                         f"{timeout_s:g} s (--connect-timeout){where}", ADDRESS_ALLOWED)
+    if proc.returncode != 0:
+        raise UsageError("--address", f"cannot reach a Ray cluster at {address!r}"
+                         f"{_last_error(log_path)}{where}", ADDRESS_ALLOWED)
+
+
+def _last_error(log_path: Path | None) -> str:
+    """`` (the exception's last line)`` from the probe's log, or nothing."""
+    if log_path is None:
+        return ""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in lines if "Error" in line.split(":", 1)[0]]
+    return f" ({' '.join(errors[-1].split())[:300]})" if errors else ""
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path | None):
+    """File descriptor 2 goes to ``path`` for the body: Ray's C++ core writes its warnings
+    there directly, past Python's ``sys.stderr``."""
+    import os
+    import sys
+
+    if path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)
