@@ -18,15 +18,22 @@ def _single_thread_torch():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_jax_compilation_cache(tmp_path_factory):
+    """The in-process tests compile the same XLA programs many times over (every strategy is
+    compared with unrolled on the same instance; trace and peak meters lower one program
+    twice): JAX's persistent compilation cache, shared by the pytest-xdist workers of this
+    session, compiles each once. Set through jax.config, not the environment, so that the
+    points tests measure in subprocesses compile as a user's do (their compile_s is real)."""
+    import jax
+
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    jax.config.update("jax_compilation_cache_dir", str(shared / "jax-compilation-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+
+
 FRAMEWORKS = ("torch", "jax")
 
-
-def pytest_collection_modifyitems(config, items):
-    """Tests that share a module-scoped fixture (a measured sweep, a Ray cluster) are one
-    pytest-xdist group, so that the fixture is made once in one worker (``--dist loadgroup``);
-    every other test is handed out on its own, which keeps both workers busy to the end (with
-    whole files as the unit, the last large file ran alone)."""
-    for item in items:
-        fixturedefs = item._fixtureinfo.name2fixturedefs.values()
-        if any(d.scope == "module" for defs in fixturedefs for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
