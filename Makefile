@@ -14,7 +14,8 @@ ADDRESS    ?=
 PYTEST_ARGS ?=
 # test files are spread over this many pytest processes (pytest-xdist; one file stays in one
 # process, so module fixtures such as the report test's sweep run once. --dist loadgroup would
-# hand out single tests, but pytest-xdist 3.8 cannot tag their groups under pytest 9.2)
+# hand out single tests, but pytest-xdist 3.8 cannot tag their groups under pytest 9.2). Three
+# on two cores: many tests wait on subprocesses they start, and a third process fills that time
 TEST_WORKERS ?= 3
 
 BIN   := $(VENV)/bin

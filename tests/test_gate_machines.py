@@ -253,3 +253,39 @@ def test_paired_path_fails_a_time_only_regression_and_passes_unchanged_code(tmp_
         cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1
     assert json.loads((tmp_path / "again.json").read_text())["failures"] == findings["failures"]
+
+
+# ---- the run's own spread: two processes of the same code differ by more than their blocks say
+def _judged(ratios_now, ratios_then) -> gate.GateResult:
+    """The time rule over cells whose every block of "now" lies above every block of "then"
+    (the rank test's p as small as 11 blocks a side allow)."""
+    timed = []
+    for i, (now, then) in enumerate(zip(ratios_now, ratios_then, strict=True)):
+        row = {"time_ratio": now, "time_ratios": [now * (1 + 0.001 * j) for j in range(11)]}
+        base = {"time_ratio": then, "time_ratios": [then * (1 - 0.001 * j) for j in range(11)]}
+        timed.append((f"gd/s{i}/torch/float64/n=12/K=32", base, row))
+    result = gate.GateResult()
+    gate.judge_time(result, timed, gate.TimeReference("paired", "x", "abc", {}))
+    return result
+
+
+@pytest.mark.parametrize("outlier, fails", [(1.30, False), (2.0, True)])
+def test_a_cell_fails_only_beyond_the_spread_of_the_runs_other_cells(outlier, fails):
+    """20 cells whose ratios scatter by a few % between the two processes, and one cell
+    `outlier` × slower: +30 % with all 11 blocks above (p = 1/C(22, 11)) is within the heavy
+    tail two processes of unchanged code showed here; 2× is not."""
+    scatter = [1.0, 1.03, 0.97, 1.05, 0.95, 1.02, 0.98, 1.04, 0.96, 1.01] * 2
+    result = _judged([*scatter, outlier], [1.0] * 21)
+    assert result.time_cells == 21 and result.time_spread is not None
+    time_failures = [f for f in result.failures if f.metric.startswith("time_ratio")]
+    assert [f.cell for f in time_failures] == (["gd/s20/torch/float64/n=12/K=32"] if fails
+                                               else [])
+    if fails:
+        assert "σ beyond the run's other cells" in time_failures[0].rule
+
+
+def test_every_cell_slower_fails_as_a_whole():
+    scatter = [1.0, 1.03, 0.97, 1.05, 0.95, 1.02, 0.98, 1.04, 0.96, 1.01]
+    result = _judged([1.5 * r for r in scatter], [1.0] * 10)
+    (whole,) = [f for f in result.failures if f.metric == "time_ratio (median over cells)"]
+    assert whole.now == pytest.approx(1.5 * 1.005, rel=1e-3)
