@@ -245,19 +245,9 @@ def time_baseline_path(fingerprint: dict[str, Any], time_dir: Path = DEFAULT_TIM
 
 def load_time_baseline(path: Path) -> TimeReference:
     """A machine's time baseline file as the reference of the same-machine path."""
-    allowed = "a benchmarks/time/<machine>.json written by `gate --update-baseline`"
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError("--time-dir", f"cannot read {str(path)!r}: {exc}", allowed) from None
-    except json.JSONDecodeError as exc:
-        raise UsageError("--time-dir", f"{str(path)!r} is not valid JSON: {exc}",
-                         allowed) from None
-    cells = payload.get("cells") if isinstance(payload, dict) else None
-    if not isinstance(cells, dict) or not all(isinstance(c, dict) for c in cells.values()):
-        raise UsageError("--time-dir", f"{str(path)!r}: 'cells' is not an object of cells",
-                         allowed)
-    return TimeReference("same-machine", str(path), payload.get("commit"), cells)
+    payload = _cells_file(path, "--time-dir", "a benchmarks/time/<machine>.json written by "
+                                              "`gate --update-baseline`")
+    return TimeReference("same-machine", str(path), payload.get("commit"), payload["cells"])
 
 
 def paired_reference(base: pd.DataFrame, source: str, commit: str | None) -> TimeReference:
@@ -491,22 +481,27 @@ def load_baseline(path: Path) -> dict[str, Any]:
     allowed = "a baseline.json written by `gate --update-baseline`"
     if not path.is_file():
         raise UsageError("--baseline", f"no baseline file at {str(path)!r}", allowed)
+    payload = _cells_file(path, "--baseline", allowed)
+    if not isinstance(payload.get("versions", {}), dict):
+        raise UsageError("--baseline", f"{str(path)!r}: 'versions' is not an object", allowed)
+    return payload
+
+
+def _cells_file(path: Path, flag: str, allowed: str) -> dict[str, Any]:
+    """A JSON object whose ``cells`` is an object of objects, or one UsageError naming
+    ``flag``."""
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError("--baseline", f"cannot read {str(path)!r}: {exc}", allowed) from None
+        raise UsageError(flag, f"cannot read {str(path)!r}: {exc}", allowed) from None
     except json.JSONDecodeError as exc:
-        raise UsageError("--baseline", f"{str(path)!r} is not valid JSON: {exc}",
-                         allowed) from None
+        raise UsageError(flag, f"{str(path)!r} is not valid JSON: {exc}", allowed) from None
     if not isinstance(payload, dict):
-        raise UsageError("--baseline", f"{str(path)!r} holds a JSON "
-                         f"{type(payload).__name__}, not an object", allowed)
+        raise UsageError(flag, f"{str(path)!r} holds a JSON {type(payload).__name__}, not an "
+                         "object", allowed)
     cells = payload.get("cells")
     if not isinstance(cells, dict) or not all(isinstance(c, dict) for c in cells.values()):
-        raise UsageError("--baseline", f"{str(path)!r}: 'cells' is not an object of cells",
-                         allowed)
-    if not isinstance(payload.get("versions", {}), dict):
-        raise UsageError("--baseline", f"{str(path)!r}: 'versions' is not an object", allowed)
+        raise UsageError(flag, f"{str(path)!r}: 'cells' is not an object of cells", allowed)
     return payload
 
 
