@@ -37,19 +37,3 @@ def _shared_jax_compilation_cache(tmp_path_factory):
 
 FRAMEWORKS = ("torch", "jax")
 
-
-
-#: the test files that take longest (CPU seconds in one `make test` here: memory scaling 190,
-#: exact strategies 146, JAX peers 107, report 98, problems 97, executors 85, trust ≈ 80, qp 65,
-#: external problems 56, deq 52, gate 45), started first: pytest-xdist hands out whole files
-#: in collection order, and a long file started last ran alone at the end
-HEAVY_FIRST = ("test_memory_scaling", "test_exact_strategies", "test_peers_jax", "test_report",
-               "test_problems", "test_executors", "test_trust", "test_qp",
-               "test_external_problems", "test_deq", "test_gate")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    # a stable sort: the tests of one file keep their order and stay together
-    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1],
-                                         len(HEAVY_FIRST)))
