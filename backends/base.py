@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from problems.base import ReferenceKind
-from suite.options import Option
+from suite.plugin.options import Option
 
 if TYPE_CHECKING:
     from problems.base import Bound, Problem
-    from suite.frameworks.base import Framework
+    from suite.plugin.framework import Framework
 
 
 @dataclass(frozen=True)

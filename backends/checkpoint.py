@@ -20,7 +20,7 @@ from typing import Any
 
 from backends.base import Strategy, Theory
 from backends.binomial_schedule import ADVANCE, BACK, FIRST, LOAD, SAVE, schedule
-from suite.options import Option
+from suite.plugin.options import Option
 
 #: test-only switch (issue 6's gate test): run checkpoint-sqrt without checkpointing
 DISABLE_ENV = "IFT_BENCH_DISABLE_CHECKPOINT"

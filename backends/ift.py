@@ -52,7 +52,7 @@ from backends.linear_solvers import (
     scaled_identity,
 )
 from problems.base import Problem
-from suite.options import Option
+from suite.plugin.options import Option
 
 
 def block_count(P: Any) -> int:
@@ -94,7 +94,7 @@ def _alpha(problem: Any, consts: Any, opts: dict[str, Any]) -> float:
     alpha = opts.get("alpha")
     alpha = problem.neumann_alpha(consts) if alpha is None else alpha
     if alpha is None:
-        from suite.errors import UsageError
+        from suite.plugin.errors import UsageError
 
         raise UsageError("option 'alpha'", f"{problem.name} has no default step α",
                          "a positive float with ρ(I − α ∂F/∂x) < 1")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from backends.base import Strategy, Theory
-from suite.options import Option
+from suite.plugin.options import Option
 
 
 class Truncated(Strategy):

@@ -24,7 +24,7 @@ from typing import Any
 
 from problems import _vetting
 from problems.base import REQUIRED_METHODS, Problem
-from suite.errors import UsageError
+from suite.plugin.errors import UsageError
 
 ENTRY_POINT_GROUP = "ift_bench.problems"
 #: what the ``problem`` field accepts besides a registered name

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
-from suite.errors import UsageError
+from suite.plugin.errors import UsageError
 
 #: set in the environment of processes started after vetting (they skip it)
 VETTED_ENV = "IFT_BENCH_VETTED"

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from suite.options import Option
+from suite.plugin.options import Option
 
 ReferenceKind = Literal["k_step", "converged"]
 REFERENCE_KINDS: tuple[str, ...] = ("k_step", "converged")

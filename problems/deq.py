@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 
 from problems.base import Instance, Problem, ReferenceKind, numpy_namespace
-from suite.options import Option
+from suite.plugin.options import Option
 
 #: outputs of the fixed linear readout R ∈ ℝ^{c×n}
 READOUT = 4

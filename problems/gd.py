@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from problems.base import Instance, MomentumDescent, Problem, ReferenceKind
-from suite.options import Option
+from suite.plugin.options import Option
 
 
 def _sigmoid_neg(xp: Any, t: Any) -> Any:

@@ -59,7 +59,7 @@ import numpy as np
 from array_api_compat import device as array_device
 
 from problems.base import Instance, Problem, ReferenceKind, block_matrix, numpy_namespace
-from suite.options import Option
+from suite.plugin.options import Option
 
 COMPLEX_STEP = 1e-30
 CONVERGED_TOL = 1e-12  # duality measure μ = sᵀλ/m at which an IPM instance stops moving

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from problems.base import Instance, MomentumDescent, Problem, ReferenceKind
-from suite.options import Option
+from suite.plugin.options import Option
 
 COMPLEX_STEP = 1e-30
 DECODER = ("W1", "b1", "W2", "b2")

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from problems.base import Instance, Problem, ReferenceKind
-from suite.options import Option
+from suite.plugin.options import Option
 
 #: a probability below this makes ∂F/∂x numerically singular (diag(1/z), diag(z) blocks)
 SINGULAR_Z = 1e-12
@@ -71,7 +71,7 @@ class Softmax(Problem):
     def generate(self, n: int, seed: int, options: Mapping[str, Any]) -> Instance:
         tau, eta = float(options.get("tau", 1.0)), float(options.get("eta", 0.01))
         if not 0 < eta * tau <= 1:
-            from suite.errors import UsageError
+            from suite.plugin.errors import UsageError
 
             raise UsageError("option 'eta'", f"η·τ = {eta * tau:g} must lie in (0, 1]",
                              "0 < eta·tau ≤ 1")

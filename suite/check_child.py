@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from suite.check import RULES, Finding, Plan, findings
+from suite.check_rules import RULES, Finding, Plan, findings
 
 #: seconds the child may take to start (interpreter, torch, JAX) before its first step
 STARTUP_S = 120.0

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from suite.errors import UsageError
 from suite.inputs import (
     JOBS_MAX,
     K_MAX,
@@ -31,6 +30,7 @@ from suite.inputs import (
     safe_component,
     writable_directory,
 )
+from suite.plugin.errors import UsageError
 
 #: what ``point --dump DIR`` writes into DIR
 DUMP_FILES = ("instance.npz", "grad.npy")
@@ -372,8 +372,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _list_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     import backends
     import problems
-    from suite.errors import UnsupportedError
     from suite.frameworks import registry as framework_registry
+    from suite.plugin.errors import UnsupportedError
     from suite.point import Point, support_reason, validate_point
 
     names = list(problems.registry())
@@ -438,7 +438,7 @@ def _cli_where(key: str) -> str:
 
 def cmd_point(args: argparse.Namespace) -> int:
     from suite.executors.local import run_isolated
-    from suite.options import parse_assignments
+    from suite.plugin.options import parse_assignments
     from suite.point import Point, validate_point
 
     point = Point(args.problem, args.backend, args.framework, n=args.n, K=args.K,
@@ -499,7 +499,7 @@ def _fmt(key: str, value: Any) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from suite.config import build_config, load_config
-    from suite.options import parse_assignments
+    from suite.plugin.options import parse_assignments
     from suite.sweep import run_sweep
 
     if args.config and (args.problem or args.backend or args.n or args.K):
@@ -726,7 +726,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0: no rule failed (warnings allowed); 1: some rule failed; 2: bad input."""
     from suite.check import RULE_TIMEOUT_S, run_check
-    from suite.options import parse_assignments
+    from suite.plugin.options import parse_assignments
 
     report = run_check(args.problem, n=args.n, K=args.K, max_K=args.max_K,
                        framework=args.framework, seed=args.seed,

@@ -6,7 +6,7 @@ A config names problems, backends, frameworks, dtypes, seeds, how points are mea
 ``[options]`` applies to every point that declares the option; ``[options.<backend>]`` to one
 backend, where a list of values is a grid; a grid's own ``options`` table (scalars) overrides
 ``[options]`` for that grid's points (e.g. ``wrt = "encoder"`` for one savi sweep). Unknown
-keys and bad values raise :class:`~suite.errors.UsageError` naming the key and its line.
+keys and bad values raise :class:`~suite.plugin.errors.UsageError` naming the key and its line.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 
 import backends
 import problems
-from suite.errors import UsageError
 from suite.frameworks import DEVICES, DTYPES
 from suite.frameworks import registry as framework_registry
 from suite.inputs import K_MAX, N_MAX, SEED_MAX, safe_component, sanitize_component
+from suite.plugin.errors import UsageError
 from suite.point import Point, Settings
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -314,7 +314,7 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
 
 def _check_options(config: SweepConfig, loc: Any) -> None:
     """Parse every option value now, so a typo fails before the first point runs."""
-    from suite.options import resolve
+    from suite.plugin.options import resolve
 
     declared_anywhere = set()
     for name in config.backends:

@@ -91,7 +91,7 @@ def counterpart_difference(prep: Any, grad: np.ndarray) -> float | None:
     from dataclasses import replace
 
     import backends
-    from suite.errors import UnsupportedError
+    from suite.plugin.errors import UnsupportedError
     from suite.program import prepare
 
     declared = ({o.name for o in prep.problem.options}

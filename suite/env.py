@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import socket
@@ -11,18 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "jax", "jaxlib", "numpy", "array-api-compat", "memray", "memory-profiler",
-            "pandas", "seaborn", "matplotlib")
-
-
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+from suite.fingerprint import machine_fingerprint, package_versions
 
 
 def cpu_model() -> str:
@@ -49,8 +37,6 @@ def git_state(root: Path | None = None) -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
-    from suite.fingerprint import machine_fingerprint  # it reads package_versions from here
-
     try:
         affinity = sorted(os.sched_getaffinity(0))
     except AttributeError:

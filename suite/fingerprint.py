@@ -21,6 +21,7 @@ The fingerprint's ``slug`` names the file of the machine's time baseline
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -28,7 +29,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from suite.env import package_versions
+PACKAGES = ("torch", "jax", "jaxlib", "numpy", "array-api-compat", "memray", "memory-profiler",
+            "pandas", "seaborn", "matplotlib")
+
+
+def package_versions() -> dict[str, str | None]:
+    """The versions of python and of the packages a measurement depends on (None: absent)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
 
 #: the instruction-set flags the frameworks' CPU kernels are chosen by (prefixes match families)
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512", "amx")

@@ -44,8 +44,8 @@ from typing import Any
 import pandas as pd
 
 from suite import analysis
-from suite.env import package_versions
-from suite.errors import UsageError
+from suite.fingerprint import package_versions
+from suite.plugin.errors import UsageError
 
 DETERMINISTIC = ("trace_bytes", "step_evals", "vjp_evals", "jvp_evals", "hvp_evals",
                  "solver_iters")

@@ -32,9 +32,9 @@ from typing import Any
 
 from suite import gate
 from suite.config import SweepConfig
-from suite.executors.timing import TIMING_LOCK_ENV
 from suite.records import load_frame
 from suite.sweep import TIMING_LOCK_FILE, run_sweep
+from suite.timing import TIMING_LOCK_ENV
 
 #: where the base commit's run lives inside the gate's run directory
 BASE_RUN = "base"

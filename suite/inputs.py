@@ -1,7 +1,7 @@
 """Validation of what a user types: names that become paths, directories we write, numbers.
 
-Every check raises :class:`~suite.errors.UsageError` naming the field and the allowed values, so
-the CLI prints one line and exits 2 *before* anything is measured or written.
+Every check raises :class:`~suite.plugin.errors.UsageError` naming the field and the allowed
+values, so the CLI prints one line and exits 2 *before* anything is measured or written.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from suite.errors import UsageError
+from suite.plugin.errors import UsageError
 
 #: run ids and config names become one directory name under the results directory
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")

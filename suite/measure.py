@@ -25,12 +25,12 @@ import problems
 from problems.base import REFERENCE_KINDS
 from suite import references
 from suite.diagnostics import adjoint_diagnostics, counterpart_difference
-from suite.executors.timing import timing_lock
 from suite.frameworks import registry as framework_registry
-from suite.frameworks.base import COUNT_KINDS, Framework, OpCounter
+from suite.plugin.framework import COUNT_KINDS, Framework, OpCounter
 from suite.point import Point, Settings
 from suite.program import prepare
 from suite.records import Record
+from suite.timing import timing_lock
 
 #: condition number of ∂F/∂x above which the IFT is flagged as inapplicable (float64)
 JACOBIAN_COND_WARNING = 1e12

@@ -12,8 +12,6 @@ from typing import Any
 
 import backends
 import problems
-from suite import options as options_mod
-from suite.errors import UnsupportedError, UsageError
 from suite.frameworks import DEVICES, DTYPES
 from suite.frameworks import registry as framework_registry
 from suite.inputs import (
@@ -27,6 +25,8 @@ from suite.inputs import (
     cpus_available,
     number,
 )
+from suite.plugin import options as options_mod
+from suite.plugin.errors import UnsupportedError, UsageError
 
 IDENTITY_FIELDS = ("problem", "backend", "framework", "device", "dtype", "n", "K", "seed",
                    "options")

@@ -18,7 +18,7 @@ import problems
 from backends.base import Strategy, solve_forward
 from problems.base import Bound, Instance, Problem
 from suite.frameworks import registry as framework_registry
-from suite.frameworks.base import Framework, OpCounter
+from suite.plugin.framework import Framework, OpCounter
 from suite.point import Point, validate_point
 from suite.references import Host
 

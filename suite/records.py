@@ -125,7 +125,7 @@ class Record:
         not know, raises a ``UsageError`` naming it: silently dropping fields would lose
         measurements.
         """
-        from suite.errors import UsageError
+        from suite.plugin.errors import UsageError
 
         if not isinstance(d, dict):
             raise UsageError("record", f"a JSON {type(d).__name__}, not an object",
@@ -189,7 +189,7 @@ def read_records_checked(path: Path) -> RecordsFile:
     not one (not UTF-8, not JSON, not an object, no point identity) and the size of a torn
     last line. A well-formed record of an unknown schema raises, with its line number: reading
     on would drop its fields."""
-    from suite.errors import UsageError
+    from suite.plugin.errors import UsageError
 
     result = RecordsFile(records=[])
     path = Path(path)

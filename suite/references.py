@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,8 @@ import numpy as np
 
 from problems.base import Bound, Instance, Problem, ReferenceKind, numpy_namespace
 from suite.frameworks import registry as framework_registry
-from suite.frameworks.base import Framework
+from suite.plugin.framework import Framework
+from suite.run_cache import CACHE_ENV, write_cache_entry
 
 #: ‖F(θ, x)‖ at which a state counts as a solution for the suite's converged reference
 SOLVE_TOL = 1e-12
@@ -45,11 +44,6 @@ class ReferenceUnavailable(RuntimeError):
 def reference_source(problem: Problem) -> str:
     """``problem`` (its own ``reference_gradient``) or ``suite`` (computed here)."""
     return "problem" if problem.has_reference else "suite"
-
-
-#: a directory where references are kept by instance (set per run by the executor): every
-#: strategy of a sweep measured on the same instance shares them instead of recomputing them
-CACHE_ENV = "IFT_BENCH_REFERENCE_CACHE"
 
 
 def reference_gradient(problem: Problem, instance: Instance, K: int,
@@ -70,15 +64,6 @@ def reference_gradient(problem: Problem, instance: Instance, K: int,
     except OSError:
         pass  # a cache that cannot be written costs time, never a measurement
     return reference
-
-
-def write_cache_entry(path: Path, write: Callable[[Any], None]) -> None:
-    """An entry of the run's cache: ``write(file)`` into a temporary file beside ``path``,
-    then renamed onto it, so that a concurrent reader sees all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
-        write(fh)
-    os.replace(fh.name, path)
 
 
 def _reference_key(problem: Problem, instance: Instance, K: int, kind: ReferenceKind) -> str:

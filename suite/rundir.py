@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from suite.errors import UsageError
+from suite.plugin.errors import UsageError
 
 LOCK_NAME = ".writer.lock"
 

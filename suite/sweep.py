@@ -23,7 +23,6 @@ from pathlib import Path
 from suite import provenance, rundir
 from suite.config import SweepConfig
 from suite.env import environment
-from suite.errors import UsageError
 from suite.executors import Executor, failure_record, make_executor
 from suite.inputs import (
     JOBS_MAX,
@@ -33,6 +32,7 @@ from suite.inputs import (
     safe_component,
     writable_directory,
 )
+from suite.plugin.errors import UsageError
 from suite.point import Point
 from suite.records import Record, append_record, move_torn_tail, read_records_checked, write_json
 
@@ -49,7 +49,7 @@ class SweepResult:
     total: int = 0
 
 
-#: the lock file a run's timed sections take turns under (suite.executors.timing)
+#: the lock file a run's timed sections take turns under (suite.timing)
 TIMING_LOCK_FILE = ".timing.lock"
 
 
@@ -248,7 +248,7 @@ def _sweep(config: SweepConfig, points: list[Point], run_dir: Path, earlier: dic
     result = SweepResult(run_dir=run_dir, total=len(points))
     result.statuses.update(r.status for r in previous)
     lock = threading.Lock()
-    # parallel points still never time at the same moment (see suite.executors.timing)
+    # parallel points still never time at the same moment (see suite.timing)
     executor.timing_lock = (run_dir / TIMING_LOCK_FILE if jobs > 1 or share_timing_lock
                             else None)
     executor.reference_cache = run_dir / ".references"

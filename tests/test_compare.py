@@ -120,7 +120,7 @@ def test_version_1_records_migrate_with_times_missing():
 
 
 def test_version_2_records_migrate_and_may_not_carry_version_3_fields():
-    from suite.errors import UsageError
+    from suite.plugin.errors import UsageError
 
     record = Record.from_json({**_identity(), "schema_version": 2, "times_s": [0.5]})
     assert (record.schema_version, record.peer, record.node) == (4, None, None)
@@ -129,7 +129,7 @@ def test_version_2_records_migrate_and_may_not_carry_version_3_fields():
 
 
 def test_version_3_records_migrate_and_may_not_carry_version_4_fields():
-    from suite.errors import UsageError
+    from suite.plugin.errors import UsageError
 
     record = Record.from_json({**_identity(), "schema_version": 3, "time_ratio": 0.5})
     assert (record.schema_version, record.time_ratio, record.time_ratios) == (4, 0.5, None)
@@ -144,7 +144,7 @@ def test_version_3_records_migrate_and_may_not_carry_version_4_fields():
     ({"peak_bytes_v3": 1}, "record key 'peak_bytes_v3'"),
 ])
 def test_unknown_versions_and_keys_fail_clearly(tmp_path, payload, field, capsys):
-    from suite.errors import UsageError
+    from suite.plugin.errors import UsageError
 
     with pytest.raises(UsageError) as info:
         Record.from_json({**_identity(), **payload})

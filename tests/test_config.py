@@ -8,7 +8,7 @@ import re
 import pytest
 
 from suite.config import CONFIG_DIR, build_config, config_from_json, load_config, parse_bytes
-from suite.errors import UsageError
+from suite.plugin.errors import UsageError
 
 BASE = """\
 name = "t"

@@ -14,7 +14,7 @@ import pytest
 
 from problems.base import Bound, numpy_namespace
 from problems.deq import DeepEquilibrium
-from suite.errors import UsageError
+from suite.plugin.errors import UsageError
 from suite.point import Point, validate_point
 from suite.program import evaluate, prepare
 

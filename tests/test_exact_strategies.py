@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from backends.binomial_schedule import minimal_advances
-from suite.errors import UnsupportedError
+from suite.plugin.errors import UnsupportedError
 from suite.point import Point, validate_point
 from suite.program import evaluate
 

@@ -17,7 +17,7 @@ import pytest
 import problems
 from suite import references
 from suite.cli import main
-from suite.errors import UsageError
+from suite.plugin.errors import UsageError
 from suite.point import Point, support_reason, validate_point
 from suite.program import evaluate
 

@@ -17,11 +17,11 @@ from backends.exact_arithmetic import InformationBuffer
 from suite.cli import main
 from suite.config import build_config
 from suite.executors.local import LAUNCHERS, LocalExecutor, run_isolated
-from suite.executors.timing import TIMING_LOG_ENV
 from suite.measure import measure
 from suite.point import Point, Settings
 from suite.records import read_records
 from suite.sweep import run_sweep
+from suite.timing import TIMING_LOG_ENV
 
 from .support_matrix import FRAMEWORKS
 

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from suite.cli import main
 from suite.config import load_config
-from suite.errors import UsageError
 from suite.executors import failure_record
+from suite.plugin.errors import UsageError
 from suite.records import append_record
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None,  # writes nothing to the tree

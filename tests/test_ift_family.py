@@ -9,7 +9,7 @@ import pytest
 from backends.linear_solvers import Operator, conjugate_gradient, direct, gmres, neumann_series
 from problems.gd import GradientDescentHyper
 from suite.diagnostics import adjoint_diagnostics
-from suite.errors import UnsupportedError
+from suite.plugin.errors import UnsupportedError
 from suite.point import Point
 from suite.program import evaluate, prepare
 

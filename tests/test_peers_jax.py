@@ -17,7 +17,7 @@ import backends
 from backends.base import solve_forward
 from backends.peers import base as peers_base
 from suite.cli import main
-from suite.errors import UnsupportedError
+from suite.plugin.errors import UnsupportedError
 from suite.point import Point, validate_point
 from suite.program import evaluate, prepare
 

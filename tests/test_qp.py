@@ -121,7 +121,7 @@ def test_instance_dump_names_every_matrix(tmp_path):
 
 
 def test_ift_cg_is_unsupported_with_a_reason():
-    from suite.errors import UnsupportedError
+    from suite.plugin.errors import UnsupportedError
     from suite.point import validate_point
 
     with pytest.raises(UnsupportedError, match="symmetric"):

@@ -10,8 +10,8 @@ import pytest
 import backends
 import problems
 from suite.cli import main
-from suite.errors import UnsupportedError
 from suite.frameworks import registry as framework_registry
+from suite.plugin.errors import UnsupportedError
 from suite.point import Point, support_reason, validate_point
 
 from . import support_matrix as matrix

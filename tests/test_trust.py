@@ -130,7 +130,7 @@ def test_1_the_lock_goes_with_a_killed_writer_and_readers_are_told(tmp_path):
         assert (f"ift-bench: warning: RUN_A: {run} is still being written (by pid "
                 f"{holder.pid})") in compared.stderr
         from suite import rundir
-        from suite.errors import UsageError
+        from suite.plugin.errors import UsageError
 
         with pytest.raises(UsageError, match=f"pid {holder.pid}"), rundir.writer(run):
             pass
@@ -195,7 +195,7 @@ def test_2_resume_refuses_a_changed_plugin_and_keeps_versions_apart(tmp_path, ca
     import hashlib
 
     new_sha = hashlib.sha256((tmp_path / "mine.py").read_bytes()).hexdigest()
-    from suite.errors import UsageError
+    from suite.plugin.errors import UsageError
 
     with pytest.raises(UsageError) as refused:
         run_sweep(config, resume=run, progress=False, executor=_Instant())
@@ -316,7 +316,7 @@ def test_4_what_a_plugin_prints_goes_to_stderr_and_json_stays_json(tmp_path):
 
     os.environ[problems._vetting.VETTED_ENV] = "1"
     try:
-        from suite.errors import UsageError
+        from suite.plugin.errors import UsageError
 
         with pytest.raises(UsageError, match=r"does not import: SystemExit: 3"):
             problems.get(f"{tmp_path / 'exiting_mod.py'}:P")

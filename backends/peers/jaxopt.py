@@ -32,7 +32,7 @@ import warnings
 from typing import Any, ClassVar
 
 from backends.peers.base import PeerStrategy, linear_tolerance
-from suite.options import Option
+from suite.plugin.options import Option
 
 _TOL = Option("tol", float, None, "relative residual ‖r‖/‖b‖ to stop at (default ours: 1e-10 in "
               "float64, 1e-5 in float32)", minimum=0.0, exclusive_minimum=True)

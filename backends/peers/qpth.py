@@ -29,7 +29,7 @@ from typing import Any
 
 from backends.base import Theory
 from backends.peers.base import PeerStrategy
-from suite.options import Option
+from suite.plugin.options import Option
 
 _TRACE_NOTE = ("qpth keeps its KKT factors, multipliers and slacks for the backward pass as "
                "attributes of its autograd context (ctx.Q_LU, ctx.S_LU, ctx.lams, …), which "

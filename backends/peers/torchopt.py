@@ -35,7 +35,7 @@ from typing import Any
 from backends.base import solve_forward
 from backends.peers.base import PeerStrategy, linear_tolerance
 from problems.base import MomentumDescent
-from suite.options import Option
+from suite.plugin.options import Option
 
 #: torch.func inside a custom autograd backward is incompatible with saved-tensor hooks
 _IMPLICIT_TRACE_NOTE = (

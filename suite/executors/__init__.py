@@ -27,7 +27,7 @@ EXECUTORS = {"local": "suite.executors.local:LocalExecutor",
 class Executor(ABC):
     name: ClassVar[str]
     #: a file whose lock serialises the timed sections of points measured side by side on one
-    #: machine (set by the sweep: one per run; see suite.executors.timing)
+    #: machine (set by the sweep: one per run; see suite.timing)
     timing_lock: Path | None = None
     #: a directory where the points of one run share float64 references by instance (set by
     #: the sweep; see suite.references)
@@ -64,7 +64,7 @@ class Executor(ABC):
 def make_executor(name: str, **kwargs: Any) -> Executor:
     """The executor ``name``, made with ``kwargs`` (every executor takes ``run_dir``: where
     its own files, such as a cluster's log, may go)."""
-    from suite.errors import UsageError
+    from suite.plugin.errors import UsageError
 
     if name not in EXECUTORS:
         raise UsageError("--executor", f"unknown {name!r}", EXECUTORS)

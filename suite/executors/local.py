@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from problems._vetting import VETTED_ENV
-from suite import references
-from suite.errors import UnsupportedError
+from suite import run_cache
 from suite.executors import Executor, failure_record
-from suite.executors.timing import TIMING_LOCK_ENV, cpu_affinity_for
+from suite.plugin.errors import UnsupportedError
 from suite.point import Point, Settings, validate_point
 from suite.records import Record
+from suite.timing import TIMING_LOCK_ENV, cpu_affinity_for
 from suite.worker import OOM_MARKERS
 
 STDERR_TAIL = 3000
@@ -43,7 +43,7 @@ def child_env(threads: int, timing_lock: Path | None = None,
     if timing_lock is not None:
         env[TIMING_LOCK_ENV] = str(timing_lock)
     if reference_cache is not None:
-        env[references.CACHE_ENV] = str(reference_cache)
+        env[run_cache.CACHE_ENV] = str(reference_cache)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
         env[var] = str(threads)
@@ -68,7 +68,7 @@ class LocalExecutor(Executor):
     def __init__(self, timing_lock: Path | None = None, launcher: str = "fork",
                  reference_cache: Path | None = None, run_dir: Path | None = None) -> None:
         if launcher not in LAUNCHERS:
-            from suite.errors import UsageError
+            from suite.plugin.errors import UsageError
 
             raise UsageError("launcher", f"unknown {launcher!r}", LAUNCHERS)
         self._active: set[Any] = set()

@@ -24,8 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from suite.errors import UnsupportedError, UsageError
 from suite.executors import Executor, failure_record
+from suite.plugin.errors import UnsupportedError, UsageError
 from suite.point import Point, Settings, validate_point
 from suite.records import Record
 

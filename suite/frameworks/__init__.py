@@ -11,7 +11,7 @@ import inspect
 import pkgutil
 from functools import cache
 
-from suite.frameworks.base import Framework
+from suite.plugin.framework import Framework
 
 DTYPES: tuple[str, ...] = ("float64", "float32")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from suite.frameworks.base import Framework, OpCounter
+from suite.plugin.framework import Framework, OpCounter
 
 
 class JaxFramework(Framework):
@@ -79,9 +79,9 @@ class JaxFramework(Framework):
         return self._jax.jit(fn)
 
     def compile_shared(self, fn: Callable, *args: Any) -> Callable:
-        from suite import program_cache
+        from suite import run_cache
 
-        return program_cache.compiled(self._jax.jit(fn).lower(*args))
+        return run_cache.compiled(self._jax.jit(fn).lower(*args))
 
     def compile_for_counting(self, fn: Callable, *args: Any) -> Callable:
         # The counters are host callbacks with effects, which XLA neither removes nor

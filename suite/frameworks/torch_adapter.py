@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from suite.frameworks.base import Framework, first_leaf
+from suite.plugin.framework import Framework, first_leaf
 
 
 class _Saved:
