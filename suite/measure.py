@@ -10,7 +10,6 @@ the problem's float64 reference. Every meter sees the same compiled program.
 from __future__ import annotations
 
 import gc
-import socket
 import statistics
 import tempfile
 import time
@@ -21,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-import problems
 from problems.base import REFERENCE_KINDS
 from suite import references
 from suite.diagnostics import adjoint_diagnostics, counterpart_difference
@@ -323,10 +321,8 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
         np.save(dump_dir / "grad.npy", grad_np.reshape(np.shape(instance.theta)))
 
     time_s = statistics.median(times)
-    return Record(
-        problem=point.problem, backend=point.backend, framework=point.framework,
-        device=point.device, dtype=point.dtype, n=point.n, K=K, seed=point.seed,
-        options=dict(point.options), status="ok", warnings=warnings,
+    return Record.for_point(
+        point, settings, status="ok", warnings=warnings,
         time_s=time_s, time_min_s=min(times),
         forward_time_s=statistics.median(fwd_times) if fwd_times else None,
         first_call_s=first_call_s,
@@ -337,7 +333,6 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
         rss_peak_bytes=rss, peer=strategy.peer_label(),
         grad_rel_error=errors[strategy.reference], reference=strategy.reference,
         reference_source=references.reference_source(problem),
-        problem_origin=problems.origin(point.problem),
         grad_error_k_step=errors["k_step"], grad_error_converged=errors["converged"],
         grad_norm=float(np.linalg.norm(grad_np)), inner_residual=residual,
         solver_converged=converged,
@@ -345,9 +340,6 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
         dim_theta=int(np.size(instance.theta)), dim_x=prep.dim_x,
         error_bound=diagnostics.pop("error_bound", None),
         options_resolved={**prep.problem_options, **opts}, diagnostics=diagnostics,
-        threads=settings.threads, timeout_s=settings.timeout_s,
-        memory_cap_bytes=settings.memory_cap_bytes,
-        wall_s=time.perf_counter() - wall_start, started_at=started, point_key=point.key(),
+        wall_s=time.perf_counter() - wall_start, started_at=started,
         phases_s={k: round(v, 4) for k, v in phases.seconds.items()},
-        node=socket.gethostname(),
     )

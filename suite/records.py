@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,21 @@ class Record:
     point_key: str | None = None
     run_id: str | None = None
     schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def for_point(cls, point: Any, settings: Any, **outcome: Any) -> Record:
+        """The record of ``point`` (a :class:`suite.point.Point`) measured under ``settings``
+        (its :class:`suite.point.Settings`): the one place a record's header is written — the
+        point's identity, the settings it ran under, its key, this node and the problem's
+        origin. ``outcome`` is the rest (status, error, meters); it may name ``node`` for a
+        point measured elsewhere."""
+        header = dict(problem=point.problem, backend=point.backend, framework=point.framework,
+                      device=point.device, dtype=point.dtype, n=point.n, K=point.K,
+                      seed=point.seed, options=dict(point.options), threads=settings.threads,
+                      timeout_s=settings.timeout_s, memory_cap_bytes=settings.memory_cap_bytes,
+                      point_key=point.key(), node=socket.gethostname(),
+                      problem_origin=_origin(point.problem))
+        return cls(**{**header, **outcome})
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,6 +249,17 @@ def read_records_checked(path: Path) -> RecordsFile:
         except (TypeError, ValueError) as exc:
             result.unreadable.append((number, f"not a record: {exc}"))
     return result
+
+
+def _origin(spec: str) -> dict[str, Any] | None:
+    """Where the problem's code came from (None where even that cannot be had: the record of
+    a failure must still be written)."""
+    try:
+        import problems
+
+        return problems.origin(spec)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _json_types(annotation: str) -> tuple[tuple[type, ...], bool]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import traceback
 
@@ -131,16 +130,6 @@ def _inject_fault(K: int) -> None:
             _hang(K)
 
 
-def _origin(spec: str) -> dict | None:
-    """The problem's origin for a failure record (None where even that cannot be had)."""
-    try:
-        import problems
-
-        return problems.origin(spec)
-    except Exception:  # noqa: BLE001 — the record of a failure must still be written
-        return None
-
-
 def main(argv: list[str]) -> int:
     import multiprocessing
 
@@ -177,14 +166,9 @@ def main(argv: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 — every failure becomes a record
         text = "".join(traceback.format_exception(exc))
         status = "oom" if any(m in text for m in OOM_MARKERS) else "error"
-        record = Record(**{k: getattr(point, k) for k in
-                           ("problem", "backend", "framework", "device", "dtype", "n", "K",
-                            "seed")},
-                        options=dict(point.options), status=status,
-                        error=f"{type(exc).__name__}: {exc}"[:2000] + "\n" + text[-3000:],
-                        threads=settings.threads, timeout_s=settings.timeout_s,
-                        memory_cap_bytes=settings.memory_cap_bytes, point_key=point.key(),
-                        node=socket.gethostname(), problem_origin=_origin(point.problem))
+        record = Record.for_point(
+            point, settings, status=status,
+            error=f"{type(exc).__name__}: {exc}"[:2000] + "\n" + text[-3000:])
     write_json(Path(out_path), record.to_json())
     return 0
 

@@ -10,7 +10,6 @@ and a line to :data:`EXECUTORS`.
 from __future__ import annotations
 
 import importlib
-import socket
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -75,16 +74,5 @@ def make_executor(name: str, **kwargs: Any) -> Executor:
 def failure_record(point: Point, settings: Settings, status: str, error: str,
                    wall_s: float | None = None, node: str | None = None) -> Record:
     """The record of a point that produced none of its own (unsupported, skipped, killed)."""
-    return Record(problem=point.problem, backend=point.backend, framework=point.framework,
-                  device=point.device, dtype=point.dtype, n=point.n, K=point.K, seed=point.seed,
-                  options=dict(point.options), status=status, error=error,
-                  threads=settings.threads, timeout_s=settings.timeout_s,
-                  memory_cap_bytes=settings.memory_cap_bytes, wall_s=wall_s,
-                  point_key=point.key(), node=node or socket.gethostname(),
-                  problem_origin=_origin(point.problem))
-
-
-def _origin(spec: str) -> dict[str, Any] | None:
-    import problems
-
-    return problems.origin(spec)
+    return Record.for_point(point, settings, status=status, error=error, wall_s=wall_s,
+                            **({"node": node} if node else {}))
