@@ -268,7 +268,7 @@ def test_report_on_a_damaged_meta_json_is_one_line(tmp_path, capsys):
 
 
 def test_point_json_output_is_strict_json():
-    from suite.cli import _strict_json
+    from suite.cli.point import strict_json as _strict_json
 
     payload = {"grad_rel_error": float("nan"), "times_s": [float("inf"), 1.5], "n": 3}
     text = json.dumps(_strict_json(payload), allow_nan=False)

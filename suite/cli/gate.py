@@ -1,0 +1,109 @@
+"""``ift-bench gate``: the gate sweep judged against the baseline (exit 1 on a regression)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from suite.cli.arguments import numbers, path_arg, readable_run
+from suite.cli.process import terminate_as_interrupt
+from suite.inputs import JOBS_MAX, output_file
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("gate", help="run the gate sweep and compare with the baseline")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="baseline file (default benchmarks/baseline.json)")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="rewrite the baseline from this run and print what changed")
+    p.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
+                   help="compare an existing run instead of sweeping anew")
+    p.add_argument("--config", default="gate", help="sweep config (default: gate)")
+    p.add_argument("--time-dir", type=Path, default=None, metavar="DIR",
+                   help="the machines' time baselines, one <fingerprint>.json each "
+                        "(default: the project's benchmarks/time)")
+    p.add_argument("--results", type=path_arg("--results"), default=Path("results"))
+    p.add_argument("--json", type=Path, default=None, metavar="FILE",
+                   help="where to write the findings (default RUN_DIR/gate.json)")
+    p.add_argument("--jobs", type=numbers("--jobs", integer=True, minimum=1,
+                                           maximum=JOBS_MAX, what="an integer"), default=2,
+                   help="points measured at once (default 2: the gate times strategies "
+                        "against unrolled within each process, so neighbours cancel out)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from suite import gate, gate_sweep
+    from suite.config import load_config
+    from suite.env import git_state
+    from suite.fingerprint import machine_fingerprint
+    from suite.records import load_frame, write_json
+    from suite.sweep import run_sweep
+
+    baseline_path = args.baseline or gate.DEFAULT_BASELINE
+    time_dir = args.time_dir or gate.DEFAULT_TIME_DIR
+    if args.json is not None:
+        output_file("--json", args.json)  # before sweeping: nothing measured is lost
+    if args.update_baseline:
+        output_file("--baseline", baseline_path)
+    config = load_config(args.config)
+    baseline = None if args.update_baseline else gate.load_baseline(baseline_path)
+    time_reference, not_judged = None, None
+    if args.run is not None:
+        run_dir = readable_run("--run", args.run)
+        if baseline is not None:
+            time_reference, not_judged, fingerprint = gate_sweep.judge_existing(
+                run_dir, baseline, time_dir)
+        else:
+            fingerprint = gate_sweep.run_fingerprint(run_dir)
+    else:
+        fingerprint = machine_fingerprint()
+        with terminate_as_interrupt():
+            if args.update_baseline:
+                result = run_sweep(config, args.results, jobs=args.jobs,
+                                   progress=not args.no_progress)
+                run_dir, interrupted = result.run_dir, result.interrupted
+            else:
+                sweep = gate_sweep.measure(config, args.results, baseline, time_dir=time_dir,
+                                           jobs=args.jobs, progress=not args.no_progress,
+                                           fingerprint=fingerprint)
+                run_dir, interrupted = sweep.run_dir, sweep.interrupted
+                time_reference, not_judged = sweep.time, sweep.time_not_judged
+        if interrupted:
+            print("gate: interrupted", file=sys.stderr)
+            return 1
+    frame = load_frame(run_dir)
+    if args.update_baseline:
+        git = git_state()
+        old = gate.previous_baseline(baseline_path)
+        new = gate.build_baseline(frame, config.name, measured_on=fingerprint, git=git)
+        baseline_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(baseline_path, new)
+        print(gate.baseline_diff(old, new))
+        if fingerprint is None:
+            print("no time baseline written: the run records no machine fingerprint")
+            return 0
+        time_path = gate.time_baseline_path(fingerprint, time_dir)
+        time_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(time_path, gate.build_time_baseline(frame, config.name, fingerprint, git))
+        print(f"time baseline of this machine: {time_path}")
+        if git.get("dirty"):
+            print(f"ift-bench: warning: the checkout has uncommitted changes; the paired path "
+                  f"will measure commit {str(git.get('commit'))[:12]} without them",
+                  file=sys.stderr)
+        return 0
+    outcome = gate.compare(frame, baseline, time=time_reference, time_not_judged=not_judged)
+    outcome.fingerprint = fingerprint
+    findings = args.json or run_dir / "gate.json"
+    try:
+        write_json(findings, outcome.to_json())
+    except OSError as exc:  # a read-only run: the verdict still counts, and is printed
+        print(gate.render(outcome))
+        print(f"ift-bench: warning: findings not written: cannot write {str(findings)!r}: "
+              f"{exc.strerror or exc} (give --json FILE elsewhere)", file=sys.stderr)
+        return 0 if outcome.passed else 1
+    print(gate.render(outcome))
+    print(f"findings: {findings}")
+    return 0 if outcome.passed else 1
