@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from suite.frameworks import DEVICES, DTYPES
+from suite.frameworks import registry as framework_registry
 from suite.inputs import (
     JOBS_MAX,
     K_MAX,
@@ -67,7 +69,7 @@ ALLOWED = {
     "--problem": "a problem name (ift-bench list), package.module:ClassName or "
                  "path/to/file.py:ClassName",
     "--backend": "a backend name (ift-bench list)",
-    "--framework": "torch, jax",
+    "--framework": ", ".join(framework_registry()),
     "--n": f"an integer from 1 to {N_MAX}",
     "--K": f"an integer from 1 to {K_MAX}",
     "--seed": f"an integer from 0 to {SEED_MAX}",
@@ -83,8 +85,8 @@ ALLOWED = {
     "--run-id": NAME_ALLOWED,
     "--config": "a config name in suite/configs or a TOML file",
     "--out": "a file path",
-    "--device": "cpu, cuda",
-    "--dtype": "float64, float32",
+    "--device": ", ".join(DEVICES),
+    "--dtype": ", ".join(DTYPES),
     "RESULTS_DIR": "a results/<run-id> directory",
     "command": "list, check, point, run, report, gate, compare",
     "PROBLEM": "a problem name (ift-bench list), package.module:ClassName or "

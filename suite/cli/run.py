@@ -72,6 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from suite.config import build_config, load_config
+    from suite.frameworks import registry as framework_registry
     from suite.plugin.options import parse_assignments
     from suite.sweep import run_sweep
 
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--{missing[0]}", "required without --config",
                              ALLOWED.get(f"--{missing[0]}"))
         raw = {"problems": args.problem, "backends": args.backend,
-               "frameworks": args.framework or ["torch", "jax"],
+               "frameworks": args.framework or list(framework_registry()),
                "dtypes": args.dtype or ["float64"], "device": args.device or "cpu",
                "seeds": args.seed or [0], "repeats": args.repeats, "timeout_s": args.timeout,
                "memory_cap": args.memory_cap, "threads": args.threads,
