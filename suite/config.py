@@ -219,12 +219,26 @@ def _ints(value: Any, field_name: str, minimum: int, maximum: int) -> tuple[int,
 
 def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
                  where: Any = None) -> SweepConfig:
-    """Validate a config mapping. ``where(key)`` names the key's location for messages."""
+    """Validate a config mapping. ``where(key)`` names the key's location for messages.
+
+    The keys are checked in the order a reader meets them (identity, settings, grids,
+    options), so the first mistake in a file is the one reported."""
     loc = where or (lambda key: key)
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise UsageError(loc(unknown[0]), "unknown key", sorted(TOP_KEYS))
-    strats, fws = backends.registry(), framework_registry()
+    swept = _what_to_sweep(raw, loc, name, source)
+    settings = _settings(raw, loc)
+    grids = tuple(_grid(g, i, loc) for i, g in enumerate(_grid_tables(raw.get("grid"), loc)))
+    config = SweepConfig(**swept, settings=settings, grids=grids, **_options(raw, loc))
+    _check_options(config, loc)
+    return config
+
+
+def _what_to_sweep(raw: dict[str, Any], loc: Any, name: str,
+                   source: str | None) -> dict[str, Any]:
+    """The config's name and description, and the problems, strategies, frameworks, dtypes,
+    device and seeds every grid sweeps unless it names its own."""
     # the name becomes the run directory's name: one safe path component, never a path
     config_name = (safe_component(loc("name"), raw["name"]) if "name" in raw
                    else sanitize_component(name))
@@ -235,7 +249,7 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
     if "problems" not in raw:
         raise UsageError(loc("problems"), "missing", [*problems.registry(), *problems.SPEC_FORMS])
     kwargs["problems"] = _problem_names(raw["problems"], loc("problems"))
-    for key, allowed in (("backends", strats), ("frameworks", fws)):
+    for key, allowed in (("backends", backends.registry()), ("frameworks", framework_registry())):
         if key not in raw:
             raise UsageError(loc(key), "missing", list(allowed))
         kwargs[key] = _names(raw[key], loc(key), allowed)
@@ -245,7 +259,11 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
         raise UsageError(loc("device"), f"unknown {device!r}", DEVICES)
     kwargs["device"] = device
     kwargs["seeds"] = _ints(raw.get("seeds", [0]), loc("seeds"), 0, SEED_MAX)
+    return kwargs
 
+
+def _settings(raw: dict[str, Any], loc: Any) -> Settings:
+    """How each point is measured: repeats, timeout, memory cap, threads, the paired strategy."""
     defaults = Settings()
     settings = replace(
         defaults,
@@ -257,44 +275,51 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
     ).validate({"repeats": loc("repeats"), "timeout_s": loc("timeout_s"),
                 "memory_cap_bytes": loc("memory_cap"), "threads": loc("threads"),
                 "pair_with": loc("pair_with")})
-    kwargs["settings"] = replace(settings, timeout_s=float(settings.timeout_s))
+    return replace(settings, timeout_s=float(settings.timeout_s))
 
-    grids_raw = raw.get("grid")
+
+def _grid_tables(grids_raw: Any, loc: Any) -> list[Any]:
     if not isinstance(grids_raw, list) or not grids_raw:
         raise UsageError(loc("grid"), "expected at least one [[grid]] table with n and K",
                          sorted(GRID_KEYS))
-    grids = []
-    for i, g in enumerate(grids_raw):
-        if not isinstance(g, dict):
-            raise UsageError(loc(f"grid[{i}]"), f"{g!r} is not a table with n and K",
-                             sorted(GRID_KEYS))
-        unknown = sorted(set(g) - GRID_KEYS)
-        if unknown:
-            raise UsageError(loc(f"grid[{i}].{unknown[0]}"), "unknown key", sorted(GRID_KEYS))
-        for required in ("n", "K"):
-            if required not in g:
-                raise UsageError(loc(f"grid[{i}].{required}"), "missing", "a list of integers")
-        grids.append(Grid(
-            n=_ints(g["n"], loc(f"grid[{i}].n"), 1, N_MAX),
-            K=_ints(g["K"], loc(f"grid[{i}].K"), 1, K_MAX),
-            problems=_problem_names(g["problems"], loc(f"grid[{i}].problems"))
-            if "problems" in g else None,
-            backends=_names(g["backends"], loc(f"grid[{i}].backends"), strats)
-            if "backends" in g else None,
-            frameworks=_names(g["frameworks"], loc(f"grid[{i}].frameworks"), fws)
-            if "frameworks" in g else None,
-            dtypes=_names(g["dtypes"], loc(f"grid[{i}].dtypes"), DTYPES)
-            if "dtypes" in g else None,
-            options=_grid_options(g["options"], loc(f"grid[{i}].options"))
-            if "options" in g else None,
-        ))
-    kwargs["grids"] = tuple(grids)
+    return grids_raw
 
+
+def _grid(g: Any, i: int, loc: Any) -> Grid:
+    """The ``i``-th ``[[grid]]`` table: its n and K, and what it sweeps in place of the top's."""
+    if not isinstance(g, dict):
+        raise UsageError(loc(f"grid[{i}]"), f"{g!r} is not a table with n and K",
+                         sorted(GRID_KEYS))
+    unknown = sorted(set(g) - GRID_KEYS)
+    if unknown:
+        raise UsageError(loc(f"grid[{i}].{unknown[0]}"), "unknown key", sorted(GRID_KEYS))
+    for required in ("n", "K"):
+        if required not in g:
+            raise UsageError(loc(f"grid[{i}].{required}"), "missing", "a list of integers")
+    return Grid(
+        n=_ints(g["n"], loc(f"grid[{i}].n"), 1, N_MAX),
+        K=_ints(g["K"], loc(f"grid[{i}].K"), 1, K_MAX),
+        problems=_problem_names(g["problems"], loc(f"grid[{i}].problems"))
+        if "problems" in g else None,
+        backends=_names(g["backends"], loc(f"grid[{i}].backends"), backends.registry())
+        if "backends" in g else None,
+        frameworks=_names(g["frameworks"], loc(f"grid[{i}].frameworks"), framework_registry())
+        if "frameworks" in g else None,
+        dtypes=_names(g["dtypes"], loc(f"grid[{i}].dtypes"), DTYPES)
+        if "dtypes" in g else None,
+        options=_grid_options(g["options"], loc(f"grid[{i}].options"))
+        if "options" in g else None,
+    )
+
+
+def _options(raw: dict[str, Any], loc: Any) -> dict[str, Any]:
+    """``[options]`` (every point's) and ``[options.<strategy>]`` tables (one strategy's)."""
     options, per_backend = {}, {}
     options_raw = raw.get("options", {})
     if not isinstance(options_raw, dict):
         raise UsageError(loc("options"), f"{options_raw!r} is not a table",
                          "[options] with name = value, and [options.<backend>] tables")
+    strats = backends.registry()
     for key, value in options_raw.items():
         if isinstance(value, dict):
             if key not in strats:
@@ -306,10 +331,7 @@ def build_config(raw: dict[str, Any], *, name: str, source: str | None = None,
             per_backend[key] = dict(value)
         else:
             options[key] = value
-    kwargs["options"], kwargs["backend_options"] = options, per_backend
-    config = SweepConfig(**kwargs)
-    _check_options(config, loc)
-    return config
+    return {"options": options, "backend_options": per_backend}
 
 
 def _check_options(config: SweepConfig, loc: Any) -> None:
