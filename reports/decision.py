@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-import backends
 from suite import analysis
+from suite.order import sort_rows
 
 #: the error bound of the third criterion, against the converged gradient
 DEFAULT_TOLERANCE = 1e-6
@@ -45,11 +45,6 @@ COLUMNS = POINT + CHOICE + [
     "peak_bytes", "peak_vs_unrolled", "time_s", "time_vs_unrolled",
     "grad_error_converged", "grad_error_k_step", *CRITERIA,
 ]
-
-
-def _strategy_order(name: str) -> int:
-    order = list(backends.registry())
-    return order.index(name) if name in order else len(order)
 
 
 def _mark_min(group: pd.DataFrame, metric: str, eligible: pd.Series) -> pd.Series:
@@ -90,10 +85,8 @@ def decision_table(frame: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE,
         table.loc[group.index, "least_memory_accurate"] = _mark_min(group, "peak_bytes",
                                                                     accurate)
         table.loc[group.index, "least_time_accurate"] = _mark_min(group, "time_s", accurate)
-    table["_order"] = table["backend"].map(_strategy_order)
-    table["_fw"] = table["framework"] != "torch"
-    table = table.sort_values(["problem", "problem_options", "dtype", "n", "K", "_order",
-                               "strategy_options", "_fw"], kind="stable")
+    table = sort_rows(table, ["problem", "problem_options", "dtype", "n", "K", "backend",
+                              "strategy_options", "framework"])
     return table[COLUMNS].reset_index(drop=True)
 
 

@@ -33,6 +33,8 @@ from matplotlib.ticker import (  # noqa: E402
 )
 
 from reports.units import format_bytes, format_seconds  # noqa: E402
+from suite.frameworks import registry as framework_registry  # noqa: E402
+from suite.order import framework_rank, sorted_frameworks  # noqa: E402
 
 LABELS = {"peak_bytes": "peak memory", "trace_bytes": "trace bytes", "time_s": "time per gradient",
           "grad_rel_error": "relative gradient error",
@@ -73,7 +75,8 @@ STYLE = {
     "qpth": ("#fc9272", "|"),
 }
 _SPARE = [("#17becf", "d"), ("#393b79", "8"), ("#637939", "H"), ("#843c39", "1")]
-FRAMEWORK_MARKERS = {"torch": "o", "jax": "s"}
+#: the Pareto plot's marker of each framework, by its place in the registry's order
+FRAMEWORK_MARKERS = ("o", "s", "^", "v", "D")
 
 
 @dataclass
@@ -98,7 +101,17 @@ def strategy_palette(names: list[str] | None = None) -> dict[str, str]:
     return {n: strategy_style(n)[0] for n in [*backends.registry(), *(names or [])]}
 
 
+def framework_marker(framework: str) -> str:
+    """The Pareto plot's marker of a framework ("o" for one the registry does not know)."""
+    rank = framework_rank(framework)
+    return FRAMEWORK_MARKERS[rank] if rank < min(len(framework_registry()),
+                                                 len(FRAMEWORK_MARKERS)) else "o"
+
+
 def _order_key(backend: str) -> int:
+    """The order series are drawn and listed in: ``STYLE``'s, which is the strategy registry's
+    for our strategies and, for peer rows, groups each library's rows as ``STYLE`` lists them
+    (the registry lists peers by name); unknown strategies last."""
     order = list(STYLE)
     return order.index(backend) if backend in order else len(order)
 
@@ -274,8 +287,7 @@ def series_figure(frame: pd.DataFrame, x: str, metrics: tuple[str, ...], *, titl
     data = plot_data(frame, x, metrics)
     if data.empty:
         return Figure(None, data)
-    frameworks = [f for f in ("torch", "jax") if f in set(data["framework"])] + sorted(
-        set(data["framework"]) - {"torch", "jax"})
+    frameworks = sorted_frameworks(data["framework"])
     shown = [m for m in metrics if m in set(data["metric"])]
     plt.rcdefaults()
     fig, axes = plt.subplots(len(shown), len(frameworks),
@@ -385,7 +397,7 @@ def pareto_plot(points: pd.DataFrame, title: str = "") -> Figure:
     for _, row in data.iterrows():
         colour, _ = strategy_style(row["backend"])
         ax.scatter(row["peak_bytes"], row["time_s"], s=row["size"], color=colour, alpha=0.85,
-                   marker=FRAMEWORK_MARKERS.get(row["framework"], "o"),
+                   marker=framework_marker(row["framework"]),
                    edgecolors="black" if row["pareto"] else "none", linewidths=1.6, zorder=3)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -417,8 +429,8 @@ def pareto_plot(points: pd.DataFrame, title: str = "") -> Figure:
     handles = [Line2D([], [], ls="none", marker="o", color="0.5", ms=math.sqrt(a),
                       label=f"error {e:.0e}" + (" (or less)" if e <= ERROR_FLOOR else ""))
                for e, a in size_legend]
-    handles += [Line2D([], [], ls="none", marker=m, color="0.5", ms=7, label=f)
-                for f, m in FRAMEWORK_MARKERS.items() if f in set(data["framework"])]
+    handles += [Line2D([], [], ls="none", marker=framework_marker(f), color="0.5", ms=7, label=f)
+                for f in framework_registry() if f in set(data["framework"])]
     handles.append(Line2D([], [], ls="none", marker="o", color="white", markeredgecolor="black",
                           mew=1.6, ms=8, label="Pareto-optimal (★)"))
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4,

@@ -13,7 +13,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from reports import claims, decision, problem_sections, record_tables, views
+from reports import cells, claims, decision, problem_sections, record_tables, views
 from suite import analysis, provenance
 from suite.records import load_frame
 
@@ -41,7 +41,7 @@ def _problem_section(problem: str, frame: pd.DataFrame) -> dict:
 def _compact(table: pd.DataFrame, headers: dict[str, str], title: str) -> dict:
     """A record table with its constant columns stated once ("common") instead of repeated."""
     shown, common = record_tables.drop_constant_columns(table)
-    return {"title": title, "table": views.record_table(shown, headers),
+    return {"title": title, "table": cells.record_table(shown, headers),
             "common": "; ".join(f"{headers.get(k, k)} = {v}" for k, v in common.items()
                                 if k != "problem")}
 
@@ -57,7 +57,7 @@ def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> d
                "dim_theta": "dim θ"}
     return {
         "decision": views.decision_view(table, decision.DEFAULT_TOLERANCE),
-        "decision_tolerance": views.tolerance_text(decision.DEFAULT_TOLERANCE),
+        "decision_tolerance": cells.tolerance_text(decision.DEFAULT_TOLERANCE),
         "decision_csv": decision_csv.name,
         "theory_html": theory_html(),
         "claims": views.claims_view(claims.evaluate_all(frame)),
@@ -71,9 +71,9 @@ def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> d
                         if len(table_)],
         "warning_groups": record_tables.warning_groups(frame),
         "config_view": record_tables.config_view(config),
-        "nodes": views.record_table(nodes) if len(nodes := record_tables.nodes_table(frame))
+        "nodes": cells.record_table(nodes) if len(nodes := record_tables.nodes_table(frame))
         else None,
-        "harness": views.record_table(harness)
+        "harness": cells.record_table(harness)
         if len(harness := record_tables.harness_table(frame)) else None,
     }
 

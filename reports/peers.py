@@ -17,7 +17,9 @@ import math
 import pandas as pd
 
 import backends
+from reports.cells import table
 from suite import analysis
+from suite.order import sort_rows
 
 #: the keys a peer and our record must share to stand in one row
 MATCH_KEYS = ["problem", "problem_options", "framework", "device", "dtype", "seed", "n", "K"]
@@ -92,16 +94,13 @@ def peers_table(frame: pd.DataFrame, problem: str | None = None) -> pd.DataFrame
     if out.empty:
         return out
     # grouped by our strategy in the registry's order, then by peer, then by size
-    order = {name: i for i, name in enumerate(backends.registry())}
-    out["_order"] = out["ours"].map(lambda name: order.get(name, len(order)))
-    return out.sort_values(["problem_options", "framework", "dtype", "_order", "backend", "n",
-                            "K"]).drop(columns="_order").reset_index(drop=True)
+    # (framework here by name, as the table always listed it)
+    return sort_rows(out, ["problem_options", "framework", "dtype", "ours", "backend", "n", "K"],
+                     ranked=("ours",)).reset_index(drop=True)
 
 
 def peers_view(frame: pd.DataFrame, problem: str) -> dict | None:
     """The template's table for one problem (None when it has no peer rows)."""
-    from reports.problem_sections import table
-
     data = peers_table(frame, problem)
     if data.empty:
         return None

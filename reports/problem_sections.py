@@ -9,14 +9,11 @@ exponent. Every cell is formatted text (Jinja2 escapes it); figures are base64 S
 from __future__ import annotations
 
 import base64
-import math
-import re
-from typing import Any
 
 import pandas as pd
 
-from reports import figures, peers
-from reports.units import format_bytes, format_seconds
+from reports import figures, fit_summary, peers
+from reports.cells import cell, format_exponent, table
 from suite import analysis
 
 #: the K figures of a group: (key, metrics, guides, caption)
@@ -55,59 +52,6 @@ def b64(svg: str | None) -> str | None:
     return None if svg is None else base64.b64encode(svg.encode()).decode()
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def cell(col: str, value: Any) -> str:
-    """A table cell as text, by the column's unit; a value that rounds to zero never reads
-    "-0" (a fitted slope of -0.3 B per step is 0 B)."""
-    text = _cell_text(col, value)
-    return text[1:] if re.match(r"^-0(\.0*)?(\D|$)", text) else text
-
-
-def _cell_text(col: str, value: Any) -> str:
-    if _missing(value):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, str):
-        return value
-    if col.endswith("_factor"):
-        return f"{value:.1f}×"
-    if col.endswith(("_bytes", "_per_step")):
-        return format_bytes(value)
-    if col.endswith("_s"):
-        return format_seconds(value)
-    if col in ("backward_share", "spread"):
-        return f"{100 * value:.0f} %"
-    if "error" in col or col == "inner_residual":
-        return f"{value:.2e}"
-    if "exponent" in col or col in {"slope", "theory_lo", "theory_hi"}:
-        return analysis.format_exponent(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
-
-
-def table(frame: pd.DataFrame, columns: list[str], headers: dict[str, str] | None = None,
-          keep: tuple[str, ...] = ("backend", "framework")) -> dict:
-    """Columns present in ``frame``, minus those with one value in every row (said once in
-    ``constant`` instead), each cell formatted by ``cell``."""
-    headers = headers or {}
-    present = [c for c in columns if c in frame.columns]
-    constant = [c for c in present if c not in keep and len(frame) > 1
-                and frame[c].astype(str).nunique() == 1]
-    shown = [c for c in present if c not in constant]
-    first = frame.iloc[0] if len(frame) else {}
-    return {"columns": [headers.get(c, c) for c in shown],
-            "rows": [[cell(c, row[c]) for c in shown] for _, row in frame.iterrows()],
-            "constant": [f"{headers.get(c, c)} = {cell(c, first[c])}" for c in constant
-                         if cell(c, first[c]) not in ("", "–")]}
-
-
 HEADERS = {"strategy_options": "options", "problem_options": "problem options",
            "K_grid": "K measured", "crossover_time_K": "faster from K",
            "time_verdict": "time vs unrolled", "crossover_memory_K": "smaller from K",
@@ -121,10 +65,18 @@ HEADERS = {"strategy_options": "options", "problem_options": "problem options",
            "compile_s": "compile", "inner_residual": "‖F(θ, x_K)‖"}
 
 
+def figure_title(group: analysis.FigureGroup) -> str:
+    """A figure group's title: problem, held size, problem options (if any), dtype."""
+    info = dict(group.keys)
+    extra = [str(info["problem_options"])] if info.get("problem_options") else []
+    return ", ".join([f"{info['problem']}", f"{group.held} = {group.value:g}", *extra,
+                      str(info["dtype"])])
+
+
 def _group_figures(group: analysis.FigureGroup, specs) -> list[dict]:
     out = []
     for key, metrics, guides, caption in specs:
-        fig = figures.series_figure(group.frame, group.variable, metrics, title=group.title(),
+        fig = figures.series_figure(group.frame, group.variable, metrics, title=figure_title(group),
                                     guides=guides)
         if fig.svg is None:
             continue
@@ -139,7 +91,7 @@ def _time_split(group: analysis.FigureGroup) -> list[dict]:
     """Forward vs backward time of every series of a K group, at its largest K."""
     top = group.frame[group.frame["K"] == group.frame["K"].max()]
     K = int(top["K"].iloc[0])
-    fig = figures.time_split_plot(top, title=f"{group.title()}, K = {K}")
+    fig = figures.time_split_plot(top, title=f"{figure_title(group)}, K = {K}")
     if fig.svg is None:
         return []
     return [{"key": f"{group.slug()}-time-split", "svg": b64(fig.svg), "caption":
@@ -194,13 +146,13 @@ def _by_origin(sub: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
 def problem_section(problem: str, frame: pd.DataFrame) -> dict:
     """Everything the report shows for one problem."""
     sub = frame[frame["problem"] == problem]
-    k_groups = [{"title": g.title(), "slug": g.slug(),
+    k_groups = [{"title": figure_title(g), "slug": g.slug(),
                  "series": len(g.frame.groupby(["backend", "framework", "strategy_options"])),
                  "figures": _group_figures(g, K_FIGURES) + _time_split(g)}
                 for g in analysis.figure_groups(sub, "K")]
     # the group with the most series first (gd: the 11 strategies at n = 50 before forward)
     k_groups.sort(key=lambda g: -g["series"])
-    n_groups = [{"title": g.title(), "slug": g.slug(),
+    n_groups = [{"title": figure_title(g), "slug": g.slug(),
                  "series": len(g.frame.groupby(["backend", "framework", "strategy_options"])),
                  "figures": _group_figures(g, N_FIGURES)}
                 for g in analysis.figure_groups(sub, "n")]
@@ -244,7 +196,7 @@ def summary_view(frame: pd.DataFrame) -> list[dict]:
     """The summary, one table per problem: each series with a K sweep, its three exponents in
     K beside their theory bands, the verdict per metric (with the K values used), the notes that
     explain each disagreement, and both errors at its largest K."""
-    table_ = analysis.summary(frame)
+    table_ = fit_summary.summary(frame)
     out = []
     if table_.empty:
         return out
@@ -262,7 +214,7 @@ def summary_view(frame: pd.DataFrame) -> list[dict]:
             cells = []
             for short in ("trace", "peak", "time"):
                 value, verdict = r.get(f"{short}_exponent"), r.get(f"{short}_verdict")
-                text = analysis.format_exponent(value)
+                text = format_exponent(value)
                 if verdict == "too few points":
                     text = f"({text})"
                 cells.append({"text": text, "theory": r[f"{short}_theory"],

@@ -13,25 +13,17 @@ from typing import Any
 
 import pandas as pd
 
-import backends
 from suite import analysis
+from suite.order import sort_rows
 
 COUNT_COLUMNS = ["step_evals", "vjp_evals", "jvp_evals", "hvp_evals", "solver_iters"]
-#: what identifies one row of the per-point tables; a row never merges two of these
+#: what identifies one row of the per-point tables, a row never merging two of these; and
+#: their order (strategy and framework in the registries' order, ``suite.order.sort_rows``)
 POINT_COLUMNS = ["problem", "problem_options", "dtype", "n", "K", "backend",
                  "strategy_options", "framework"]
 #: a number inside a warning's text: integer, decimal or scientific, with optional sign — not
 #: a digit that is part of a name (x_0, log2)
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?!\w)")
-
-
-def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
-    order = {name: i for i, name in enumerate(backends.registry())}
-    out = frame.assign(_order=frame["backend"].map(lambda b: order.get(b, len(order))),
-                       _fw=frame["framework"] != "torch")
-    return out.sort_values(["problem", "problem_options", "dtype", "n", "K", "_order",
-                            "strategy_options", "_fw"], kind="stable").drop(
-        columns=["_order", "_fw"])
 
 
 def counts_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -40,7 +32,8 @@ def counts_table(frame: pd.DataFrame) -> pd.DataFrame:
     data = analysis.ok_rows(frame)
     if data.empty:
         return pd.DataFrame(columns=POINT_COLUMNS + ["dim_theta"] + COUNT_COLUMNS)
-    return _sorted(data)[POINT_COLUMNS + ["dim_theta"] + COUNT_COLUMNS].reset_index(drop=True)
+    return sort_rows(data, POINT_COLUMNS)[POINT_COLUMNS + ["dim_theta"] + COUNT_COLUMNS] \
+        .reset_index(drop=True)
 
 
 def merge_identical_frameworks(counts: pd.DataFrame) -> pd.DataFrame:
@@ -97,7 +90,7 @@ def diagnostics_table(frame: pd.DataFrame, family: str) -> pd.DataFrame:
     diag = pd.DataFrame([d if isinstance(d, dict) else {} for d in data["diagnostics"]],
                         index=data.index)
     out = pd.concat([data[POINT_COLUMNS + extra], diag], axis=1)
-    return _sorted(out).reset_index(drop=True)
+    return sort_rows(out, POINT_COLUMNS).reset_index(drop=True)
 
 
 def nodes_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,33 +1,22 @@
-"""Template-ready views of the decision table, the claims and the record tables: every cell
-already formatted as text (Jinja2 escapes it), with a CSS class where a cell is marked."""
+"""Template-ready views of the decision table and the claims: every cell already formatted as
+text (``reports.cells``; Jinja2 escapes it), with a CSS class where a cell is marked."""
 
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 import pandas as pd
 
 from reports import decision
+from reports.cells import missing, ratio, short_error, tolerance_text
 from reports.claims import Claim, Verdict
 from reports.units import format_bytes, format_seconds
+from suite.order import sorted_frameworks
 
 #: marks of the decision table, in the order of the criteria
 MARKS = {"least_memory": "◆", "least_time": "▲", "least_memory_accurate": "✔",
          "least_time_accurate": "★"}
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _ratio(value: Any) -> str:
-    return "–" if _missing(value) else f"{value:.2g}×"
-
-
-def _error(value: Any) -> str:
-    return "–" if _missing(value) else f"{value:.1e}"
 
 
 def _point_label(row: Any, problem_options: bool, dtypes: bool) -> str:
@@ -53,7 +42,7 @@ def decision_view(table: pd.DataFrame, tolerance: float) -> list[dict[str, Any]]
         return out
     answers = decision.answers(table)
     for problem, sub in table.groupby("problem", sort=True):
-        frameworks = sorted(sub["framework"].unique(), key=lambda f: (f != "torch", f))
+        frameworks = sorted_frameworks(sub["framework"])
         several_dtypes = sub["dtype"].nunique() > 1
         several_options = sub["problem_options"].nunique() > 1
         answer_rows = []
@@ -68,13 +57,13 @@ def decision_view(table: pd.DataFrame, tolerance: float) -> list[dict[str, Any]]
                     continue
                 if metric == "peak":
                     value = format_bytes(a[f"{crit}:peak_bytes"])
-                    rel = _ratio(a[f"{crit}:peak_vs_unrolled"])
+                    rel = ratio(a[f"{crit}:peak_vs_unrolled"])
                 else:
                     value = format_seconds(a[f"{crit}:time_s"])
-                    rel = _ratio(a[f"{crit}:time_vs_unrolled"])
+                    rel = ratio(a[f"{crit}:time_vs_unrolled"])
                 cells.append({"text": f"{MARKS[crit]} {a[crit]}", "cls": "choice",
                               "detail": f"{value}, {rel} unrolled, error vs converged "
-                                        f"{_error(a[f'{crit}:grad_error_converged'])}"})
+                                        f"{short_error(a[f'{crit}:grad_error_converged'])}"})
             answer_rows.append({"point": _point_label(a, several_options, several_dtypes),
                                 "K": a["K"],
                                 "framework": a["framework"], "cells": cells})
@@ -97,14 +86,14 @@ def decision_view(table: pd.DataFrame, tolerance: float) -> list[dict[str, Any]]
                     cells += [
                         {"text": f"{format_bytes(r['peak_bytes'])} {mem_marks}".strip(),
                          "cls": "mark" if mem_marks else ""},
-                        {"text": _ratio(r["peak_vs_unrolled"]), "cls": ""},
+                        {"text": ratio(r["peak_vs_unrolled"]), "cls": ""},
                         {"text": f"{format_seconds(r['time_s'])} {time_marks}".strip(),
                          "cls": "mark" if time_marks else ""},
-                        {"text": _ratio(r["time_vs_unrolled"]), "cls": ""},
-                        {"text": _error(r["grad_error_converged"]),
-                         "cls": "" if _missing(r["grad_error_converged"])
+                        {"text": ratio(r["time_vs_unrolled"]), "cls": ""},
+                        {"text": short_error(r["grad_error_converged"]),
+                         "cls": "" if missing(r["grad_error_converged"])
                          or r["grad_error_converged"] <= tolerance else "off"},
-                        {"text": _error(r["grad_error_k_step"]), "cls": ""},
+                        {"text": short_error(r["grad_error_k_step"]), "cls": ""},
                     ]
                 rows.append({"strategy": _strategy(srows.iloc[0]), "cells": cells})
             blocks.append({"label": f"{_point_label(first, several_options, several_dtypes)}, "
@@ -129,35 +118,3 @@ def claims_view(results: list[tuple[Claim, Verdict]]) -> list[dict[str, Any]]:
              "numbers": list(v.numbers), "anchor": v.figure_anchor,
              "anchor_label": "see the table" if v.figure_anchor.startswith(tables)
              else "see the figure"} for c, v in results]
-
-
-def tolerance_text(value: float) -> str:
-    """1e-06 → "1e-6": a power of ten as a reader writes it."""
-    mantissa, _, exponent = f"{value:.0e}".partition("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def cell(col: str, value: Any) -> str:
-    """One value of a record table as text: bytes and seconds with units, errors and ratios
-    in scientific notation, counts as integers, missing as a dash."""
-    if _missing(value):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if col.endswith("_bytes"):
-        return format_bytes(value)
-    if col.endswith("_s"):
-        return format_seconds(value)
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15 and not any(
-                k in col for k in ("error", "residual", "bound", "cond", "rho")):
-            return str(int(value))
-        return f"{value:.3g}" if "bits" in col else f"{value:.2e}"
-    return str(value)
-
-
-def record_table(frame: pd.DataFrame, headers: dict[str, str] | None = None) -> dict:
-    headers = headers or {}
-    columns = list(frame.columns)
-    return {"columns": [headers.get(c, c) for c in columns],
-            "rows": [[cell(c, row[c]) for c in columns] for _, row in frame.iterrows()]}

@@ -36,6 +36,7 @@ import numpy as np
 import problems
 from problems.base import Instance, Problem
 from suite import references
+from suite.frameworks import registry as framework_registry
 from suite.point import Point
 
 CONVERGED_RATIO = 1e-8
@@ -386,7 +387,11 @@ def rule_jacobian(ctx: _Context) -> tuple[str, str]:
 
 
 def rule_linear_map(ctx: _Context) -> tuple[str, str]:
-    fw_name = "jax" if "jax" in ctx.frameworks else ctx.frameworks[0]
+    # preferably a framework whose trace bytes come from analysing the compiled program (JAX)
+    # rather than from running it
+    registry = framework_registry()
+    fw_name = next((f for f in ctx.frameworks if not registry[f].counts_while_tracing),
+                   ctx.frameworks[0])
     traces, state_bytes = [], 0
     for K in (ctx.K, 2 * ctx.K):
         prep = _unrolled(ctx, fw_name, K)

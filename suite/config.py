@@ -24,6 +24,7 @@ import problems
 from suite.frameworks import DEVICES, DTYPES
 from suite.frameworks import registry as framework_registry
 from suite.inputs import K_MAX, N_MAX, SEED_MAX, safe_component, sanitize_component
+from suite.order import framework_rank, strategy_rank
 from suite.plugin.errors import UsageError
 from suite.point import Point, Settings
 
@@ -92,9 +93,8 @@ class SweepConfig:
                         p = Point(prob, back, fw, n=n, K=K, device=self.device, dtype=dtype,
                                   seed=seed, options=opts)
                         seen.setdefault(p.key(), p)
-        order = {name: i for i, name in enumerate(backends.registry())}
         return sorted(seen.values(), key=lambda p: (
-            p.problem, order[p.backend], p.framework != "torch", p.dtype, p.n, p.seed,
+            p.problem, strategy_rank(p.backend), framework_rank(p.framework), p.dtype, p.n, p.seed,
             sorted((k, str(v)) for k, v in p.options.items()), p.K))
 
     def _option_grid(self, problem: str, backend: str,

@@ -12,7 +12,8 @@ the same fingerprint (asv keys its results by machine for the same reason):
   them in ``/proc/cpuinfo``;
 * the physical cores this process may run on (its affinity mask, counted by (package, core)
   so that SMT siblings count once) — ``taskset -c 0`` is another machine;
-* the versions of python, torch, jax and jaxlib (another compiler is another machine too).
+* the versions of python and of each framework's packages (``Framework.packages``: torch;
+  jax and jaxlib): another compiler is another machine too.
 
 The fingerprint's ``slug`` names the file of the machine's time baseline
 (``benchmarks/time/<slug>.json``): readable words and a hash of every field above.
@@ -29,7 +30,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "jax", "jaxlib", "numpy", "array-api-compat", "memray", "memory-profiler",
+from suite.frameworks import registry as framework_registry
+
+#: the packages each framework adapter declares, in the registry's order
+FRAMEWORK_PACKAGES = tuple(p for fw in framework_registry().values() for p in fw.packages)
+PACKAGES = (*FRAMEWORK_PACKAGES, "numpy", "array-api-compat", "memray", "memory-profiler",
             "pandas", "seaborn", "matplotlib")
 
 
@@ -47,7 +52,7 @@ def package_versions() -> dict[str, str | None]:
 #: the instruction-set flags the frameworks' CPU kernels are chosen by (prefixes match families)
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512", "amx")
 #: the versions a time depends on
-VERSION_KEYS = ("python", "torch", "jax", "jaxlib")
+VERSION_KEYS = ("python", *FRAMEWORK_PACKAGES)
 SYSFS_CPU = Path("/sys/devices/system/cpu")
 
 

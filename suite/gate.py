@@ -43,8 +43,9 @@ from typing import Any
 
 import pandas as pd
 
-from suite import analysis
+from suite import analysis, fingerprint
 from suite.fingerprint import package_versions
+from suite.frameworks import registry as framework_registry
 from suite.plugin.errors import UsageError
 
 DETERMINISTIC = ("trace_bytes", "step_evals", "vjp_evals", "jvp_evals", "hvp_evals",
@@ -60,7 +61,7 @@ EXPONENT_EXEMPT = {
         "few hundred bytes, so the fitted slope stays near 0 until K ≫ 10³",
 }
 #: which versions each framework's deterministic meters depend on
-VERSION_KEYS = {"torch": ("torch", "python"), "jax": ("jax", "jaxlib", "python")}
+VERSION_KEYS = {name: (*fw.packages, "python") for name, fw in framework_registry().items()}
 #: the committed baseline, found from the project's root whatever the working directory
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASELINE = PROJECT_ROOT / "benchmarks" / "baseline.json"
@@ -220,7 +221,7 @@ def build_baseline(frame: pd.DataFrame, config_name: str,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "commit": (git or {}).get("commit"), "dirty": (git or {}).get("dirty"),
             "measured_on": measured_on,
-            "versions": {k: versions.get(k) for k in ("python", "torch", "jax", "jaxlib")},
+            "versions": {k: versions.get(k) for k in fingerprint.VERSION_KEYS},
             "rules": {"deterministic_tolerance": DETERMINISTIC_TOLERANCE,
                       "peak_tolerance": PEAK_TOLERANCE, "peak_slack_bytes": PEAK_SLACK_BYTES,
                       "time_tripwire": TIME_TRIPWIRE,
@@ -347,7 +348,7 @@ def compare(frame: pd.DataFrame, baseline: dict[str, Any],
                         (time_not_judged or "no time reference measured on this machine"),
                         baseline_fingerprint=baseline.get("measured_on"))
     old_versions = baseline.get("versions", {})
-    for key in ("python", "torch", "jax", "jaxlib"):
+    for key in fingerprint.VERSION_KEYS:
         if old_versions.get(key) is not None and old_versions.get(key) != versions.get(key):
             result.version_changes[key] = (old_versions.get(key), versions.get(key))
     rebase_frameworks = {fw for fw, keys in VERSION_KEYS.items()

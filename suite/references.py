@@ -95,8 +95,9 @@ def _compute_reference(problem: Problem, instance: Instance, K: int,
 # ---- float64 host evaluation -----------------------------------------------------------
 def ad_framework(problem: Problem) -> Framework:
     """The float64 CPU adapter that differentiates references: the problem's own framework if
-    it declares one, else torch (eager, no tracing constraints), else JAX."""
-    names = list(problem.frameworks or ("torch", "jax"))
+    it declares one, else the first installed in the registry's order (torch — eager, no
+    tracing constraints — then JAX)."""
+    names = list(problem.frameworks or framework_registry())
     registry = framework_registry()
     for name in names:
         if registry[name].unavailable_reason("cpu") is None:

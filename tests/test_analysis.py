@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reports import cells, fit_summary
 from suite import analysis
 from suite.records import RECORD_FIELDS, Record
 
@@ -144,7 +145,7 @@ def test_pareto_front(frame):
 
 
 def test_summary(frame):
-    table = analysis.summary(frame)
+    table = fit_summary.summary(frame)
     # the n sweep's points (one K each) have no K exponent and no summary row
     assert set(table["n"]) == {10}
     unrolled = table[table["backend"] == "unrolled"].iloc[0]
@@ -168,13 +169,13 @@ def test_summary(frame):
 
 
 def test_notes_are_keyed_most_specific_first():
-    assert "predicate" in analysis.exponent_note("sparsemax", "unrolled", "jax", "trace_bytes")
-    assert "predicate" not in analysis.exponent_note("sparsemax", "ift-direct", "jax",
+    assert "predicate" in fit_summary.exponent_note("sparsemax", "unrolled", "jax", "trace_bytes")
+    assert "predicate" not in fit_summary.exponent_note("sparsemax", "ift-direct", "jax",
                                                      "trace_bytes")
-    assert analysis.exponent_note("gd", "ift-cg", "torch", "peak_bytes") == \
-        analysis.GENERIC_NOTE.format(tol=analysis.EXPONENT_TOLERANCE)
-    assert analysis.format_exponent(-0.001) == "0.00"
-    assert analysis.format_exponent(0.294) == "0.29"
+    assert fit_summary.exponent_note("gd", "ift-cg", "torch", "peak_bytes") == \
+        fit_summary.GENERIC_NOTE.format(tol=analysis.EXPONENT_TOLERANCE)
+    assert cells.format_exponent(-0.001) == "0.00"
+    assert cells.format_exponent(0.294) == "0.29"
 
 
 def test_tape_cost_is_the_slope_in_K_over_the_state(frame):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import figures
+from reports import figures, fit_summary
+from reports.problem_sections import figure_title
 from suite import analysis
 from suite.records import RECORD_FIELDS, Record
 
@@ -101,13 +102,13 @@ def test_k_figure_groups_are_every_n_and_problem_option_with_a_k_sweep(frame):
 def test_each_k_figure_plots_every_series_of_its_group_and_nothing_else(frame, metrics):
     for group in analysis.figure_groups(frame, "K"):
         info = dict(group.keys)
-        fig = figures.series_figure(group.frame, "K", metrics, title=group.title())
+        fig = figures.series_figure(group.frame, "K", metrics, title=figure_title(group))
         assert fig.svg is not None and "<svg" in fig.svg
         records = _records(frame, problem=info["problem"], n=group.value,
                            problem_options=info["problem_options"], dtype=info["dtype"])
         for metric in metrics:
             shown = fig.data[fig.data["metric"] == metric]
-            assert _pairs(shown) == _pairs(records), (group.title(), metric)
+            assert _pairs(shown) == _pairs(records), (figure_title(group), metric)
             # every (series, K) of the records is a drawn point, none invented
             assert set(zip(shown["backend"], shown["framework"], shown["K"], strict=True)) == \
                 set(zip(records["backend"], records["framework"], records["K"], strict=True))
@@ -169,7 +170,7 @@ def test_pareto_fronts_never_mix_two_n_or_two_problem_options(frame):
 
 
 def test_summary_and_crossover_rows_never_merge_two_n_or_options(frame):
-    summary = analysis.summary(frame)
+    summary = fit_summary.summary(frame)
     keys = ["problem", "backend", "framework", "n", "problem_options", "dtype"]
     assert not summary.duplicated(keys).any()
     savi = summary[(summary["problem"] == "savi") & (summary["backend"] == "unrolled")]
@@ -224,7 +225,7 @@ def test_pareto_labels_are_spread_apart():
 
 
 def test_cells_never_read_negative_zero():
-    from reports.problem_sections import cell, table
+    from reports.cells import cell, table
 
     assert [cell("trace_bytes_per_step", -0.3), cell("peak_bytes_factor", -0.001),
             cell("slope", -0.004), cell("peak_bytes_factor", -1.5)] == ["0 B", "0.0×", "0.00",
@@ -255,7 +256,7 @@ def test_two_dtypes_are_two_figure_groups_and_two_summary_rows():
     groups = analysis.figure_groups(frame, "K")
     assert sorted(dict(g.keys)["dtype"] for g in groups) == ["float32", "float64"]
     assert all(len(g.frame) == 3 for g in groups)
-    assert sorted(analysis.summary(frame)["dtype"]) == ["float32", "float64"]
+    assert sorted(fit_summary.summary(frame)["dtype"]) == ["float32", "float64"]
     # the state is 20 × 4 B in float32 and 20 × 8 B in float64: 800 B of trace per step
     tape = analysis.tape_cost(frame).set_index("dtype")
     assert tape.loc["float32", "trace_bytes_factor"] == pytest.approx(10.0)

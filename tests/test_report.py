@@ -92,7 +92,7 @@ def test_report_renders_in_headless_chromium(quick_run, tmp_path):
 def test_quick_report_plots_every_series_of_its_k_sweep(quick_run):
     """The quick sweep (gd, n = 8, K ∈ {10, 100}): one K figure group holding every ok
     (strategy, framework), both errors in its figures, the summary without merged rows."""
-    from reports import figures
+    from reports import figures, fit_summary
     from suite import analysis
 
     frame = analysis.annotate(load_frame(quick_run))
@@ -107,7 +107,7 @@ def test_quick_report_plots_every_series_of_its_k_sweep(quick_run):
     html = (quick_run / "report.html").read_text()
     assert f'id="fig-{groups[0].slug()}"' in html
     assert html.count('id="fig-') == len(groups)  # no n sweep in the quick config
-    summary = analysis.summary(frame)
+    summary = fit_summary.summary(frame)
     swept = ok.groupby(["backend", "framework"])["K"].nunique()
     assert len(summary) == (swept >= 2).sum()
 

@@ -27,5 +27,5 @@ def registry() -> dict[str, type[Framework]]:
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, Framework) and cls.__module__ == module.__name__:
                 found[cls.name] = cls
-    # torch first: the order tables and figures list frameworks in
-    return dict(sorted(found.items(), key=lambda kv: (kv[0] != "torch", kv[0])))
+    # the order tables, figures and sweeps list frameworks in: each adapter declares its place
+    return dict(sorted(found.items(), key=lambda kv: (kv[1].order, kv[0])))

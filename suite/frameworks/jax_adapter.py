@@ -20,6 +20,8 @@ from suite.plugin.framework import Framework, OpCounter
 
 class JaxFramework(Framework):
     name = "jax"
+    order = 1
+    packages = ("jax", "jaxlib")
 
     def __init__(self, device: str, dtype: str):
         super().__init__(device, dtype)

@@ -83,6 +83,8 @@ class SavedTensorMeter:
 
 class TorchFramework(Framework):
     name = "torch"
+    order = 0  # listed first, and the first adapter references try (eager: no tracing limits)
+    packages = ("torch",)
 
     def __init__(self, device: str, dtype: str):
         super().__init__(device, dtype)

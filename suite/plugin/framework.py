@@ -39,6 +39,11 @@ class Framework(ABC):
     """One execution framework on one device at one dtype."""
 
     name: ClassVar[str]
+    #: where tables, figures and sweeps list this framework: lower first, ties by name
+    order: ClassVar[int] = 100
+    #: the distributions this framework's programs (and so its deterministic meters) depend
+    #: on, besides python: what a machine fingerprint and a baseline record of it
+    packages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, device: str, dtype: str):
         self.device_name = device
