@@ -136,11 +136,13 @@ class Problem(ABC):
         if self.jacobian_structure not in JACOBIAN_STRUCTURES:
             out.append(f"jacobian_structure = {self.jacobian_structure!r} is not one of "
                        f"{', '.join(JACOBIAN_STRUCTURES)}")
-        fws = self.frameworks
+        from suite.frameworks import registry  # the adapters: the names a problem may declare
+
+        fws, names = self.frameworks, list(registry())
         if fws is not None and (not isinstance(fws, tuple | list) or len(fws) != 1
-                                or fws[0] not in ("torch", "jax")):
-            out.append(f"frameworks = {fws!r}: declare one framework, ('torch',) or ('jax',), "
-                       "or None for both")
+                                or fws[0] not in names):
+            out.append(f"frameworks = {fws!r}: declare one framework, "
+                       f"{' or '.join(repr((name,)) for name in names)}, or None for both")
         if not isinstance(self.options, tuple | list) or not all(
                 isinstance(o, Option) for o in self.options):
             out.append("options must be a tuple of suite.options.Option")

@@ -55,6 +55,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import array_api_compat
 import numpy as np
 from array_api_compat import device as array_device
 
@@ -78,7 +79,7 @@ def _unless(xp: Any, skip: Any, keep: Any, compute: Any) -> Any:
     ``compute``'s work when it does. JAX traces the loop, so the choice is ``lax.cond`` (one
     branch runs; under ``vmap`` both do, and the result is the same); eager namespaces
     branch in Python."""
-    if getattr(xp, "__name__", "").startswith("jax"):
+    if array_api_compat.is_jax_namespace(xp):
         import jax
 
         return jax.lax.cond(skip, lambda: keep, compute)
