@@ -441,10 +441,6 @@ def refuse_duplicates(field: str, path: Path, records: list) -> None:
 
 
 # ---- the module's earlier functions, kept for their callers (suite/cli.py, tests) -----------
-def lock_path(run_dir: Path) -> Path:
-    return RunDir(run_dir).writer_lock_file
-
-
 def writer(run_dir: Path, field: str = "--resume"):
     """:meth:`RunDir.writer` of ``run_dir``."""
     return RunDir(run_dir).writer(field)

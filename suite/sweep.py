@@ -28,9 +28,6 @@ from suite.records import Record
 from suite.rundir import RunDir, duplicated_points
 
 CAP_STATUSES = ("oom", "timeout")
-#: kept for callers that name them: the run directory's layout is RunDir's
-SCRATCH_NAME = RunDir.SCRATCH
-TIMING_LOCK_FILE = RunDir.TIMING_LOCK
 
 
 @dataclass
@@ -39,11 +36,6 @@ class SweepResult:
     statuses: Counter = field(default_factory=Counter)
     interrupted: bool = False
     total: int = 0
-
-
-def new_run_dir(results_root: Path, config_name: str, run_id: str | None = None) -> Path:
-    """Kept for its callers: :meth:`RunDir.create`, as a path."""
-    return RunDir.create(results_root, config_name, run_id).path
 
 
 def open_run_dir(run_dir: Path) -> Path:

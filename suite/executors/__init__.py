@@ -1,10 +1,13 @@
 """Where points run: one module per executor, each an :class:`Executor`.
 
-An executor takes a validated point and its settings and returns exactly one record, whatever
-happens to the process that measured it; the sweep (``suite.sweep``) decides what to run, skips
-and appends. ``local`` runs each point in a fresh process on this machine; ``ray`` runs the same
+An executor takes a point and its settings and returns exactly one record, whatever happens
+to the process that measured it: :meth:`Executor.run` validates the point and records an
+unsupported one; the executor's own :meth:`Executor._run` measures the rest. It is made with
+what it may use of the run directory (``suite.rundir.RunDir``: the timing lock, the cache and
+scratch directories, a log file). The sweep (``suite.sweep``) decides what to run, skips and
+appends. ``local`` runs each point in a fresh process on this machine; ``ray`` runs the same
 isolated worker as a Ray task on a cluster's nodes. Adding an executor is adding a module here
-and a line to :data:`EXECUTORS`.
+(a subclass that implements ``_run`` and ``kill_all``) and a line to :data:`EXECUTORS`.
 """
 
 from __future__ import annotations

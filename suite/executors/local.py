@@ -198,10 +198,11 @@ def _remove_orphaned_scratch() -> None:
 def run_isolated(point: Point, settings: Settings, *, dump_dir: Path | None = None,
                  validated: bool = False) -> Record:
     """One point in a fresh interpreter (no fork server: one point would not repay it).
-    ``validated``: the caller has validated the point and its settings already (the CLI's
-    ``point``, before it writes anything), so it is not validated twice."""
+    ``validated``: the caller has validated the point already (the CLI's ``point``, before it
+    writes anything), so it is not validated twice."""
     executor = LocalExecutor(launcher="spawn")
     if validated:
+        settings.validate()
         return executor._run(point, settings, dump_dir=dump_dir, slot=0)
     return executor.run(point, settings, dump_dir=dump_dir)
 
