@@ -124,68 +124,24 @@ def _sweep(config: SweepConfig, points: list[Point], run: RunDir, earlier: dict 
     meta = _begin_meta(run, config, points, jobs, code, earlier, previous)
 
     done = {r.point_key for r in previous}
-    capped: dict[str, tuple[int, str]] = {}
-    for r in previous:
-        if r.status in CAP_STATUSES:
-            _note_cap(capped, r)
     todo = [p for p in points if p.key() not in done]
     result = SweepResult(run_dir=run.path, total=len(points))
     result.statuses.update(r.status for r in previous)
-    lock = threading.Lock()
     # a point's scratch files live in the run (never in /tmp, where a SIGKILLed driver would
     # leave them); what a killed sweep left there is removed now, under the writer lock
     run.clear_scratch()
     if started is not None:
         started(run.path)
     bar = _progress(len(points), len(points) - len(todo), progress)
-
-    def record(rec: Record, point: Point) -> None:
-        rec.run_id = run.name
-        with lock:
-            run.append(rec)
-            result.statuses[rec.status] += 1
-            if rec.status in CAP_STATUSES:
-                _note_cap(capped, rec)
-            if bar is not None:
-                bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in
-                                             sorted(result.statuses.items())), refresh=False)
-                bar.update(1)
-
-    def skip_reason(point: Point) -> str | None:
-        hit = capped.get(_series(point))
-        if hit is not None and point.K > hit[0]:
-            return f"skipped: this series hit {hit[1]} at K={hit[0]}; larger K would too"
-        return None
-
-    stopping = threading.Event()
-
-    def measure(point: Point, slot: int) -> None:
-        if stopping.is_set():
-            return
-        reason = skip_reason(point)
-        if reason is not None:
-            record(Record.for_point(point, config.settings, status="skipped", error=reason),
-                   point)
-            return
-        if bar is not None:
-            bar.set_description_str(point.label(), refresh=True)
-        rec = executor.run(point, config.settings, slot=slot)
-        if stopping.is_set():  # killed by the interrupt, not by its own fault: not a record;
-            return             # --resume measures it again
-        record(rec, point)
-
-    def interrupt() -> None:
-        stopping.set()
-        executor.kill_all()
-
+    loop = _Measuring(run, config, executor, result, previous, bar)
     try:
         if jobs == 1:
             for point in todo:
-                measure(point, 0)
+                loop.measure(point, 0)
         else:
-            _run_parallel(todo, jobs, measure, interrupt)
+            _run_parallel(todo, jobs, loop.measure, loop.interrupt)
     except KeyboardInterrupt:
-        interrupt()
+        loop.interrupt()
         result.interrupted = True
     finally:
         executor.close()
@@ -194,6 +150,60 @@ def _sweep(config: SweepConfig, points: list[Point], run: RunDir, earlier: dict 
             bar.close()
         _finish_meta(run, meta, result)
     return result
+
+
+class _Measuring:
+    """The sweep's loop body, shared by its threads: measure a point (or skip it: its series
+    hit a cap at a smaller K), append its record, count it; stop on an interrupt."""
+
+    def __init__(self, run: RunDir, config: SweepConfig, executor: Executor,
+                 result: SweepResult, previous: list[Record], bar) -> None:
+        self.run, self.settings, self.executor = run, config.settings, executor
+        self.result, self.bar = result, bar
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        #: series → (smallest K, status) of a cap (oom, timeout) it hit
+        self.capped: dict[str, tuple[int, str]] = {}
+        for r in previous:
+            if r.status in CAP_STATUSES:
+                _note_cap(self.capped, r)
+
+    def measure(self, point: Point, slot: int) -> None:
+        if self.stopping.is_set():
+            return
+        reason = self.skip_reason(point)
+        if reason is not None:
+            self.record(Record.for_point(point, self.settings, status="skipped", error=reason))
+            return
+        if self.bar is not None:
+            self.bar.set_description_str(point.label(), refresh=True)
+        rec = self.executor.run(point, self.settings, slot=slot)
+        if self.stopping.is_set():  # killed by the interrupt, not by its own fault: not a
+            return                  # record; --resume measures it again
+        self.record(rec)
+
+    def skip_reason(self, point: Point) -> str | None:
+        hit = self.capped.get(_series(point))
+        if hit is not None and point.K > hit[0]:
+            return f"skipped: this series hit {hit[1]} at K={hit[0]}; larger K would too"
+        return None
+
+    def record(self, rec: Record) -> None:
+        rec.run_id = self.run.name
+        with self.lock:
+            self.run.append(rec)
+            statuses = self.result.statuses
+            statuses[rec.status] += 1
+            if rec.status in CAP_STATUSES:
+                _note_cap(self.capped, rec)
+            if self.bar is not None:
+                self.bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in
+                                                  sorted(statuses.items())), refresh=False)
+                self.bar.update(1)
+
+    def interrupt(self) -> None:
+        self.stopping.set()
+        self.executor.kill_all()
 
 
 def _read_previous(run: RunDir, warn) -> list[Record]:
