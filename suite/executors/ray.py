@@ -47,8 +47,9 @@ def _measure_on_node(point_json: dict, settings_json: dict, run_name: str | None
                      timing_lock: bool, dump_dir: str | None) -> dict:
     """Runs inside a Ray worker: one point through the local executor on this node (forked
     from the worker's fork server), with the node's timing lock and reference cache for this
-    run (files in the node's temp dir). The driver validated the point (``RayExecutor.run``):
-    the node measures it without validating it again."""
+    run (files in the node's temp dir). The node validates the point again although the
+    driver did (``RayExecutor.run``): what is supported is the node's to say (a peer library
+    missing there makes the point ``unsupported`` on it, not an error of its worker)."""
     from suite.executors.local import LocalExecutor
 
     key = (run_name, timing_lock)
@@ -59,8 +60,8 @@ def _measure_on_node(point_json: dict, settings_json: dict, run_name: str | None
             if run_name and timing_lock else None,
             share_timing_lock=True,  # the driver decided whether this run's points take it
             cache_dir=node_tmp / f"ift-bench-references-{run_name}" if run_name else None)
-    record = _NODE_EXECUTORS[key]._run(Point.from_json(point_json), Settings(**settings_json),
-                                       dump_dir=Path(dump_dir) if dump_dir else None, slot=0)
+    record = _NODE_EXECUTORS[key].run(Point.from_json(point_json), Settings(**settings_json),
+                                      dump_dir=Path(dump_dir) if dump_dir else None)
     return record.to_json()
 
 
