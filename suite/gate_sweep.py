@@ -18,7 +18,6 @@ Time is only ever judged against times taken on the same machine (``suite.finger
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import signal
@@ -32,16 +31,14 @@ from typing import Any
 
 from suite import gate
 from suite.config import SweepConfig
-from suite.records import load_frame
-from suite.sweep import TIMING_LOCK_FILE, run_sweep
+from suite.plugin.errors import UsageError
+from suite.rundir import RunDir
+from suite.sweep import run_sweep
 from suite.timing import TIMING_LOCK_ENV
 
-#: where the base commit's run lives inside the gate's run directory
-BASE_RUN = "base"
-#: the base commit's source tree while it runs (removed afterwards)
-BASE_TREE = ".base-src"
-#: the base commit's hash, beside its run (its tree carries no .git to ask)
-BASE_COMMIT = "base.commit"
+#: kept for the tests that name it: the base commit's source tree while it runs (the layout
+#: is RunDir's)
+BASE_TREE = RunDir.BASE_TREE
 
 
 class BaseUnavailable(Exception):
@@ -110,18 +107,19 @@ def extract_commit(commit: str, into: Path, repo: Path = gate.PROJECT_ROOT) -> N
         tar.extractall(into, filter="data")
 
 
-def start_base_sweep(tree: Path, config_source: Path, run_dir: Path,
-                     timing_lock: Path) -> subprocess.Popen:
-    """``ift-bench run`` of the base tree on the current config, one point at a time, its timed
-    sections under ``timing_lock``; its output goes to ``RUN_DIR/base.log``."""
+def start_base_sweep(tree: Path, config_source: Path, run: RunDir) -> subprocess.Popen:
+    """``ift-bench run`` of the base tree on the current config into ``run``'s base run, one
+    point at a time, its timed sections under ``run``'s timing lock; its output goes to
+    ``run``'s base log."""
     # absolute: the base runs in its own tree
-    tree, run_dir, timing_lock = tree.resolve(), run_dir.resolve(), timing_lock.resolve()
-    env = {**os.environ, "PYTHONPATH": str(tree), TIMING_LOCK_ENV: str(timing_lock)}
-    log = open(run_dir / "base.log", "wb")  # noqa: SIM115 — closed by the caller's wait
+    tree, run = tree.resolve(), RunDir(run.path.resolve())
+    env = {**os.environ, "PYTHONPATH": str(tree), TIMING_LOCK_ENV: str(run.timing_lock_file)}
+    log = open(run.base_log_file, "wb")  # noqa: SIM115 — closed by the caller's wait
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "suite", "run", "--config", str(config_source),
-             "--results", str(run_dir), "--run-id", BASE_RUN, "--jobs", "1", "--no-progress"],
+             "--results", str(run.path), "--run-id", run.base_run.name, "--jobs", "1",
+             "--no-progress"],
             cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)  # our interrupt reaches it as a SIGTERM, once
     finally:
@@ -151,12 +149,12 @@ def _tail(path: Path, lines: int = 1) -> str:
 
 def reference_from_run(run_dir: Path) -> gate.TimeReference:
     """The base run beside ``run_dir`` as the paired path's reference."""
-    base_dir = run_dir / BASE_RUN
+    run = RunDir(run_dir)
     try:
-        commit = (run_dir / BASE_COMMIT).read_text(encoding="utf-8").strip() or None
+        commit = run.base_commit_file.read_text(encoding="utf-8").strip() or None
     except OSError:
         commit = None
-    return gate.paired_reference(load_frame(base_dir), str(base_dir), commit)
+    return gate.paired_reference(run.base_run.frame(), str(run.base_run.path), commit)
 
 
 def judge_existing(run_dir: Path, baseline: dict[str, Any],
@@ -170,19 +168,19 @@ def judge_existing(run_dir: Path, baseline: dict[str, Any],
     time_plan = plan(fingerprint, baseline, time_dir)
     if time_plan.method == "same-machine":
         return gate.load_time_baseline(time_plan.time_file), None, fingerprint
-    if (run_dir / BASE_RUN / "records.jsonl").is_file():
+    if RunDir(run_dir).base_run.records_file.is_file():
         return reference_from_run(run_dir), None, fingerprint
-    return None, (time_plan.reason or
-                  f"no time baseline for the run's machine ({fingerprint['slug']}) and no base "
-                  f"run beside it ({BASE_RUN}/): `gate` without --run measures one"), fingerprint
+    reason = time_plan.reason or (
+        f"no time baseline for the run's machine ({fingerprint['slug']}) and no base run beside "
+        f"it ({RunDir.BASE_RUN}/): `gate` without --run measures one")
+    return None, reason, fingerprint
 
 
 def run_fingerprint(run_dir: Path) -> dict[str, Any] | None:
     """The fingerprint a run's meta.json recorded, if any."""
     try:
-        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
-        fingerprint = meta["environment"]["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
+        fingerprint = RunDir(run_dir).read_meta()["environment"]["fingerprint"]
+    except (UsageError, KeyError, TypeError):  # no meta.json, a damaged one, or made before
         return None
     return fingerprint if isinstance(fingerprint, dict) and "slug" in fingerprint else None
 
@@ -206,25 +204,26 @@ def measure(config: SweepConfig, results: Path, baseline: dict[str, Any], *,
     state: dict[str, Any] = {}
 
     def start(run_dir: Path) -> None:
-        tree = run_dir / BASE_TREE
+        run = RunDir(run_dir)
         try:
             if config.source is None:
                 raise BaseUnavailable("the config has no file the base commit could read")
-            extract_commit(commit, tree)
-            (run_dir / BASE_COMMIT).write_text(commit + "\n", encoding="utf-8")
-            state["process"] = start_base_sweep(tree, Path(config.source).resolve(), run_dir,
-                                                run_dir / TIMING_LOCK_FILE)
+            extract_commit(commit, run.base_tree)
+            run.base_commit_file.write_text(commit + "\n", encoding="utf-8")
+            state["process"] = start_base_sweep(run.base_tree, Path(config.source).resolve(),
+                                                run)
         except BaseUnavailable as exc:
             state["reason"] = str(exc)
-            shutil.rmtree(tree, ignore_errors=True)
+            shutil.rmtree(run.base_tree, ignore_errors=True)
 
     result = run_sweep(config, results, jobs=1, progress=progress, share_timing_lock=True,
                        started=start)
     process: subprocess.Popen | None = state.get("process")
+    run = RunDir(result.run_dir)
     if result.interrupted:
         if process is not None:
             _stop(process)
-        shutil.rmtree(result.run_dir / BASE_TREE, ignore_errors=True)
+        shutil.rmtree(run.base_tree, ignore_errors=True)
         return GateSweep(result.run_dir, True, None, "interrupted", fingerprint)
     reason = state.get("reason")
     if process is not None:
@@ -234,13 +233,12 @@ def measure(config: SweepConfig, results: Path, baseline: dict[str, Any], *,
             returncode = process.wait()
         except KeyboardInterrupt:
             _stop(process)
-            shutil.rmtree(result.run_dir / BASE_TREE, ignore_errors=True)
+            shutil.rmtree(run.base_tree, ignore_errors=True)
             return GateSweep(result.run_dir, True, None, "interrupted", fingerprint)
-        shutil.rmtree(result.run_dir / BASE_TREE, ignore_errors=True)
-        base_records = result.run_dir / BASE_RUN / "records.jsonl"
-        if not base_records.is_file():
+        shutil.rmtree(run.base_tree, ignore_errors=True)
+        if not run.base_run.records_file.is_file():
             reason = (f"the base commit {commit[:12]} could not run the config (exit "
-                      f"{returncode}): {_tail(result.run_dir / 'base.log')[:300]}")
+                      f"{returncode}): {_tail(run.base_log_file)[:300]}")
     if reason is not None:
         return GateSweep(result.run_dir, False, None, reason, fingerprint)
     return GateSweep(result.run_dir, False, reference_from_run(result.run_dir), None,

@@ -1,8 +1,7 @@
-"""The record schema (one row per point) and the results layout on disk.
-
-``results/<run-id>/records.jsonl`` — one JSON object per line, appended and flushed (fsync)
-point by point, so an interrupted run keeps every point it finished.
-``results/<run-id>/meta.json`` — environment and configuration of the run.
+"""The record schema (one row per point) and its file format: one JSON object per line,
+appended and flushed (fsync) point by point, so an interrupted run keeps every point it
+finished. Where that file lies, and what else a run directory holds, is
+:class:`suite.rundir.RunDir`'s.
 """
 
 from __future__ import annotations
@@ -305,47 +304,23 @@ def read_records(path: Path) -> list[Record]:
     return read_records_checked(path).records
 
 
-def move_torn_tail(path: Path) -> tuple[Path, int] | None:
-    """Move a torn last line (bytes after the last newline) into a side file, so the next
-    append starts on a fresh line instead of merging into it; return (side file, bytes).
-
-    The fragment is written and synced to the side file before the records file is truncated,
-    so a crash in between leaves it in both places, never in neither.
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    with open(path, "rb") as fh:
-        data = fh.read()
-    cut = data.rfind(b"\n") + 1
-    if cut == len(data):
-        return None
-    side = path.with_name(f"{path.name}.torn-at-{cut}")
-    i = 1
-    while side.exists():
-        side, i = path.with_name(f"{path.name}.torn-at-{cut}-{i}"), i + 1
-    with open(side, "wb") as fh:
-        fh.write(data[cut:])
-        fh.flush()
-        os.fsync(fh.fileno())
-    with open(path, "r+b") as fh:
-        fh.truncate(cut)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return side, len(data) - cut
-
-
-def load_frame(run_dir: str | Path):
-    """The run's records as a pandas DataFrame, one row per point, every schema column."""
+def records_frame(records: list[Record]):
+    """``records`` as a pandas DataFrame, one row per point, every schema column."""
     import pandas as pd
 
-    path = Path(run_dir) / "records.jsonl" if Path(run_dir).is_dir() else Path(run_dir)
-    rows = [r.to_json() for r in read_records(path)]
+    rows = [r.to_json() for r in records]
     frame = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
     if not frame.empty:
         frame["options_str"] = frame["options"].map(
             lambda o: ",".join(f"{k}={v}" for k, v in sorted((o or {}).items())))
     return frame
+
+
+def load_frame(run_dir: str | Path):
+    """Kept for its callers (suite/cli.py, reports/html.py): :func:`suite.rundir.load_frame`."""
+    from suite.rundir import load_frame as load
+
+    return load(run_dir)
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -8,9 +8,6 @@ kills the running children and keeps every finished record), and economical: onc
 
 from __future__ import annotations
 
-import contextlib
-import json
-import shutil
 import sys
 import threading
 from collections import Counter
@@ -20,25 +17,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from suite import provenance, rundir
+from suite import provenance
 from suite.config import SweepConfig
 from suite.env import environment
-from suite.executors import Executor, failure_record, make_executor
-from suite.inputs import (
-    JOBS_MAX,
-    NAME_ALLOWED,
-    appendable_file,
-    inside,
-    safe_component,
-    writable_directory,
-)
+from suite.executors import Executor, make_executor
+from suite.inputs import JOBS_MAX
 from suite.plugin.errors import UsageError
 from suite.point import Point
-from suite.records import Record, append_record, move_torn_tail, read_records_checked, write_json
+from suite.records import Record
+from suite.rundir import RunDir, duplicated_points
 
 CAP_STATUSES = ("oom", "timeout")
-#: per-point scratch directories, inside the run directory
-SCRATCH_NAME = ".points"
 
 
 @dataclass
@@ -49,69 +38,14 @@ class SweepResult:
     total: int = 0
 
 
-#: the lock file a run's timed sections take turns under (suite.timing)
-TIMING_LOCK_FILE = ".timing.lock"
-
-
-def new_run_dir(results_root: Path, config_name: str, run_id: str | None = None) -> Path:
-    """A fresh directory ``results_root/<run-id>``; the id is one safe path component, so the
-    run can never be written outside ``results_root``."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = (safe_component("--run-id", run_id) if run_id is not None
-            else f"{stamp}-{safe_component('config name', config_name)}")
-    results_root = writable_directory("--results", Path(results_root))
-    run_dir, i = results_root / base, 1
-    while run_dir.exists():
-        run_dir, i = results_root / f"{base}-{i}", i + 1
-    if not inside(results_root, run_dir):  # unreachable with a safe component; kept as a guard
-        raise UsageError("--run-id", f"{base!r} leaves {str(results_root)!r}", NAME_ALLOWED)
-    try:
-        run_dir.mkdir()
-    except OSError as exc:
-        raise UsageError("--results", f"cannot create {str(run_dir)!r}: {exc.strerror or exc}",
-                         "a directory we can write") from None
-    return run_dir
-
-
 def open_run_dir(run_dir: Path) -> Path:
-    """An existing run directory to resume: a directory we can write, records.jsonl (if any)
-    a regular file we can append to, meta.json (if any) a file we can replace."""
-    run_dir = Path(run_dir)
-    if run_dir.name == "records.jsonl" and run_dir.is_file():
-        raise UsageError("--resume", f"{str(run_dir)!r} is a records file, not a run "
-                         "directory", f"its directory: {str(run_dir.parent)!r}")
-    if not run_dir.is_dir():
-        raise UsageError("--resume", f"{str(run_dir)!r} is not a directory",
-                         "a results/<run-id> directory with records.jsonl")
-    if not (run_dir / "records.jsonl").exists() and not (run_dir / "meta.json").exists():
-        raise UsageError("--resume", f"{str(run_dir)!r} is not a run directory",
-                         "a results/<run-id> directory with records.jsonl")
-    writable_directory("--resume", run_dir, create=False)
-    appendable_file("--resume", run_dir / "records.jsonl")
-    if (run_dir / "meta.json").exists() and not (run_dir / "meta.json").is_file():
-        raise UsageError("--resume", f"{str(run_dir / 'meta.json')!r} is not a file",
-                         "a run directory written by ift-bench run")
-    return run_dir
+    """Kept for its callers (suite/cli.py): :meth:`RunDir.for_resume`, as a path."""
+    return RunDir.for_resume(run_dir).path
 
 
 def read_meta(run_dir: Path, field: str = "--resume") -> dict:
-    """A run's meta.json as a JSON object; a damaged one is a UsageError naming it."""
-    path = Path(run_dir) / "meta.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UsageError(field, f"{str(path)!r} is not UTF-8",
-                         "the meta.json a run writes") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(field, f"{str(path)!r} is not valid JSON ({exc.msg} at line "
-                         f"{exc.lineno})", "the meta.json a run writes") from None
-    except OSError as exc:
-        raise UsageError(field, f"cannot read {str(path)!r}: {exc.strerror or exc}",
-                         "the meta.json a run writes") from None
-    if not isinstance(meta, dict):
-        raise UsageError(field, f"{str(path)!r} is a JSON {type(meta).__name__}, "
-                         "not an object", "the meta.json a run writes")
-    return meta
+    """Kept for its callers (suite/cli.py): :meth:`RunDir.read_meta`."""
+    return RunDir(run_dir).read_meta(field)
 
 
 def _warn(message: str) -> None:
@@ -133,11 +67,12 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
               started: Callable[[Path], None] | None = None,
               allow_code_change: bool = False) -> SweepResult:
     """Measure every point of ``config`` not yet in the run's records.jsonl, on ``executor``
-    (a name from ``suite.executors.EXECUTORS``, made with ``executor_options``, or an instance),
-    ``jobs`` points at a time (None: the executor's default). ``share_timing_lock``: take the
-    run's timing lock (``RUN_DIR/.timing.lock``) even one point at a time, because another
-    sweep on this machine times under it too (the gate's paired path). ``started`` is called
-    with the run directory once it exists, before the first point.
+    (a name from ``suite.executors.EXECUTORS``, made with ``executor_options`` and the run's
+    files, or an instance, which runs with the files it was made with), ``jobs`` points at a
+    time (None: the executor's default). ``share_timing_lock``: take the run's timing lock
+    (``RunDir.timing_lock_file``) even one point at a time, because another sweep on this
+    machine times under it too (the gate's paired path). ``started`` is called with the run
+    directory once it exists, before the first point.
 
     Every input is checked before anything is written; the run directory's writer lock
     (``suite.rundir``) is held throughout, so a second ``run --resume`` of it is refused. On
@@ -146,91 +81,179 @@ def run_sweep(config: SweepConfig, results_root: Path = Path("results"), *,
     line stays where it is); a problem whose code changed since the run began is refused
     unless ``allow_code_change``.
     """
+    _check_jobs(jobs)
+    points = config.points()
+    if resume is not None:
+        run = RunDir.for_resume(resume)
+        earlier = run.read_meta() if run.has_meta() else None
+    else:
+        run, earlier = RunDir.create(Path(results_root), config.name, run_id), None
+        if run_id is not None and run.name != run_id:  # never silently another name
+            warn(f"--run-id {run_id!r} exists in {str(Path(results_root))!r}: this run is "
+                 f"{run.name!r}")
+    with run.writer("--resume" if resume is not None else "--run-id"):
+        if isinstance(executor, str):
+            try:  # a missing ray, a dead address: exit 2
+                executor = make_executor(executor, run, jobs=jobs,
+                                         share_timing_lock=share_timing_lock,
+                                         **(executor_options or {}))
+            except BaseException:
+                if resume is None:
+                    run.remove_if_unused()
+                raise
+        return _sweep(config, points, run, earlier, executor, jobs=jobs,
+                      progress=progress, warn=warn, allow_code_change=allow_code_change,
+                      started=started)
+
+
+def _check_jobs(jobs: int | None) -> None:
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int)
                              or not 1 <= jobs <= JOBS_MAX):
         raise UsageError("--jobs", f"{jobs!r} is out of range",
                          f"an integer from 1 to {JOBS_MAX}")
-    points = config.points()
-    if resume is not None:
-        run_dir = open_run_dir(resume)
-        earlier = read_meta(run_dir) if (run_dir / "meta.json").exists() else None
-        created = False
-    else:
-        run_dir, earlier = new_run_dir(Path(results_root), config.name, run_id), None
-        created = True
-        if run_id is not None and run_dir.name != run_id:  # never silently another name
-            warn(f"--run-id {run_id!r} exists in {str(Path(results_root))!r}: this run is "
-                 f"{run_dir.name!r}")
-    with rundir.writer(run_dir, "--resume" if resume is not None else "--run-id"):
-        try:
-            if isinstance(executor, str):  # a missing ray, a dead address: exit 2
-                executor = make_executor(executor, run_dir=run_dir,
-                                         **(executor_options or {}))
-        except BaseException:
-            if created:
-                _remove_if_unused(run_dir)
-            raise
-        return _sweep(config, points, run_dir, earlier, executor, jobs=jobs,
-                      progress=progress, warn=warn, allow_code_change=allow_code_change,
-                      share_timing_lock=share_timing_lock, started=started)
 
 
-def _remove_if_unused(run_dir: Path) -> None:
-    """Remove a run directory this sweep created before measuring anything; one that holds
-    something worth reading (Ray's log of a failed connection) stays."""
-    for path in run_dir.iterdir():
-        if path.name != rundir.LOCK_NAME and (path.is_dir() or path.stat().st_size > 0):
-            return
-    for path in run_dir.iterdir():
-        path.unlink()
-    run_dir.rmdir()
-
-
-def _sweep(config: SweepConfig, points: list[Point], run_dir: Path, earlier: dict | None,
+def _sweep(config: SweepConfig, points: list[Point], run: RunDir, earlier: dict | None,
            executor: Executor, *, jobs: int | None, progress: bool, warn,
-           allow_code_change: bool, share_timing_lock: bool,
-           started: Callable[[Path], None] | None) -> SweepResult:
+           allow_code_change: bool, started: Callable[[Path], None] | None) -> SweepResult:
     """The sweep proper, under the run's writer lock."""
     if jobs is None:
-        jobs = min(JOBS_MAX, executor.default_jobs(config.settings))
-    records_path = run_dir / "records.jsonl"
-    torn = move_torn_tail(records_path)
+        jobs = executor.jobs_for(config.settings)
+    previous = _read_previous(run, warn)
+    code = _code_identity(config, earlier, previous, allow_code_change, warn)
+    meta = _begin_meta(run, config, points, jobs, code, earlier, previous)
+
+    done = {r.point_key for r in previous}
+    todo = [p for p in points if p.key() not in done]
+    result = SweepResult(run_dir=run.path, total=len(points))
+    result.statuses.update(r.status for r in previous)
+    # a point's scratch files live in the run (never in /tmp, where a SIGKILLed driver would
+    # leave them); what a killed sweep left there is removed now, under the writer lock
+    run.clear_scratch()
+    if started is not None:
+        started(run.path)
+    bar = _progress(len(points), len(points) - len(todo), progress)
+    loop = _Measuring(run, config, executor, result, previous, bar)
+    try:
+        if jobs == 1:
+            for point in todo:
+                loop.measure(point, 0)
+        else:
+            _run_parallel(todo, jobs, loop.measure, loop.interrupt)
+    except KeyboardInterrupt:
+        loop.interrupt()
+        result.interrupted = True
+    finally:
+        executor.close()
+        run.remove_scratch_if_empty()
+        if bar is not None:
+            bar.close()
+        _finish_meta(run, meta, result)
+    return result
+
+
+class _Measuring:
+    """The sweep's loop body, shared by its threads: measure a point (or skip it: its series
+    hit a cap at a smaller K), append its record, count it; stop on an interrupt."""
+
+    def __init__(self, run: RunDir, config: SweepConfig, executor: Executor,
+                 result: SweepResult, previous: list[Record], bar) -> None:
+        self.run, self.settings, self.executor = run, config.settings, executor
+        self.result, self.bar = result, bar
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        #: series → (smallest K, status) of a cap (oom, timeout) it hit
+        self.capped: dict[str, tuple[int, str]] = {}
+        for r in previous:
+            if r.status in CAP_STATUSES:
+                _note_cap(self.capped, r)
+
+    def measure(self, point: Point, slot: int) -> None:
+        if self.stopping.is_set():
+            return
+        reason = self.skip_reason(point)
+        if reason is not None:
+            self.record(Record.for_point(point, self.settings, status="skipped", error=reason))
+            return
+        if self.bar is not None:
+            self.bar.set_description_str(point.label(), refresh=True)
+        rec = self.executor.run(point, self.settings, slot=slot)
+        if self.stopping.is_set():  # killed by the interrupt, not by its own fault: not a
+            return                  # record; --resume measures it again
+        self.record(rec)
+
+    def skip_reason(self, point: Point) -> str | None:
+        hit = self.capped.get(_series(point))
+        if hit is not None and point.K > hit[0]:
+            return f"skipped: this series hit {hit[1]} at K={hit[0]}; larger K would too"
+        return None
+
+    def record(self, rec: Record) -> None:
+        rec.run_id = self.run.name
+        with self.lock:
+            self.run.append(rec)
+            statuses = self.result.statuses
+            statuses[rec.status] += 1
+            if rec.status in CAP_STATUSES:
+                _note_cap(self.capped, rec)
+            if self.bar is not None:
+                self.bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in
+                                                  sorted(statuses.items())), refresh=False)
+                self.bar.update(1)
+
+    def interrupt(self) -> None:
+        self.stopping.set()
+        self.executor.kill_all()
+
+
+def _read_previous(run: RunDir, warn) -> list[Record]:
+    """The run's records so far, after setting a torn last line aside; what cannot be read,
+    and points recorded twice, are said with ``warn``."""
+    records_path = run.records_file
+    torn = run.set_aside_torn_tail()
     if torn is not None:
         warn(f"{records_path}: torn last line ({torn[1]} bytes) moved to {torn[0]}; "
              "its point is measured again")
-    existing = read_records_checked(records_path)
+    existing = run.read_records()
     for message in existing.problems(records_path):
         warn(message + "; its point is measured again")
-    previous = existing.records
-    twice = rundir.duplicated_points(previous)
+    twice = duplicated_points(existing.records)
     if twice:  # written by two writers before the lock: report and compare refuse the run
         warn(f"{records_path} holds {len(twice)} point(s) more than once (e.g. "
              f"{next(iter(twice))}); report, compare and gate refuse it until one record of "
              "each is left")
-    code = provenance.code_identity(config)
-    if earlier is not None:
-        changed = provenance.changed_problems(earlier, previous, code)
-        if changed and not allow_code_change:
-            raise UsageError("--resume", provenance.describe_change(changed[0]),
-                             "the code the run began with, or --allow-code-change to measure "
-                             "the remaining points with the new code (the report keeps the "
-                             "versions apart)")
-        for change in changed:
-            warn(provenance.describe_change(change) + "; measuring the remaining points with "
-                 "the new code (--allow-code-change)")
-        suite_was = (earlier.get("code") or {}).get("suite")
-        if suite_was and suite_was != code["suite"]:
-            warn(f"the suite's code changed since the run began ({suite_was} → "
-                 f"{code['suite']})")
-    done = {r.point_key for r in previous}
-    capped: dict[str, tuple[int, str]] = {}
-    for r in previous:
-        if r.status in CAP_STATUSES:
-            _note_cap(capped, r)
+    return existing.records
 
-    meta_path = run_dir / "meta.json"
+
+def _code_identity(config: SweepConfig, earlier: dict | None, previous: list[Record],
+                   allow_code_change: bool, warn) -> dict:
+    """The code this sweep measures with; on resume, a problem whose code changed since the
+    run began is refused (or, ``allow_code_change``, said), and so is said a changed suite."""
+    code = provenance.code_identity(config)
+    if earlier is None:
+        return code
+    changed = provenance.changed_problems(earlier, previous, code)
+    if changed and not allow_code_change:
+        raise UsageError("--resume", provenance.describe_change(changed[0]),
+                         "the code the run began with, or --allow-code-change to measure "
+                         "the remaining points with the new code (the report keeps the "
+                         "versions apart)")
+    for change in changed:
+        warn(provenance.describe_change(change) + "; measuring the remaining points with "
+             "the new code (--allow-code-change)")
+    suite_was = (earlier.get("code") or {}).get("suite")
+    if suite_was and suite_was != code["suite"]:
+        warn(f"the suite's code changed since the run began ({suite_was} → "
+             f"{code['suite']})")
+    return code
+
+
+def _begin_meta(run: RunDir, config: SweepConfig, points: list[Point], jobs: int, code: dict,
+                earlier: dict | None, previous: list[Record]) -> dict:
+    """meta.json as the sweep begins (a resume keeps when and with what code the run began,
+    and adds when and with what code it was resumed), written; returned for the end."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    meta = {"run_id": run_dir.name, "config": config.to_json(), "environment": environment(),
+    meta = {"run_id": run.name, "config": config.to_json(), "environment": environment(),
             "started_at": now, "points": len(points), "jobs": jobs, "code": code}
     if earlier is not None:
         meta["started_at"] = earlier.get("started_at", now)
@@ -242,82 +265,15 @@ def _sweep(config: SweepConfig, points: list[Point], run_dir: Path, earlier: dic
         versions = earlier.get("code_resumed", [])
         meta["code_resumed"] = [*(versions if isinstance(versions, list) else []),
                                 {"at": now, **code}]
-    write_json(meta_path, meta)
+    run.write_meta(meta)
+    return meta
 
-    todo = [p for p in points if p.key() not in done]
-    result = SweepResult(run_dir=run_dir, total=len(points))
-    result.statuses.update(r.status for r in previous)
-    lock = threading.Lock()
-    # parallel points still never time at the same moment (see suite.timing)
-    executor.timing_lock = (run_dir / TIMING_LOCK_FILE if jobs > 1 or share_timing_lock
-                            else None)
-    executor.reference_cache = run_dir / ".references"
-    # a point's scratch files live in the run (never in /tmp, where a SIGKILLed driver would
-    # leave them); what a killed sweep left there is removed now, under the writer lock
-    executor.scratch_dir = run_dir / SCRATCH_NAME
-    shutil.rmtree(executor.scratch_dir, ignore_errors=True)
-    if started is not None:
-        started(run_dir)
-    bar = _progress(len(points), len(points) - len(todo), progress)
 
-    def record(rec: Record, point: Point) -> None:
-        rec.run_id = run_dir.name
-        with lock:
-            append_record(records_path, rec)
-            result.statuses[rec.status] += 1
-            if rec.status in CAP_STATUSES:
-                _note_cap(capped, rec)
-            if bar is not None:
-                bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in
-                                             sorted(result.statuses.items())), refresh=False)
-                bar.update(1)
-
-    def skip_reason(point: Point) -> str | None:
-        hit = capped.get(_series(point))
-        if hit is not None and point.K > hit[0]:
-            return f"skipped: this series hit {hit[1]} at K={hit[0]}; larger K would too"
-        return None
-
-    stopping = threading.Event()
-
-    def measure(point: Point, slot: int) -> None:
-        if stopping.is_set():
-            return
-        reason = skip_reason(point)
-        if reason is not None:
-            record(failure_record(point, config.settings, "skipped", reason), point)
-            return
-        if bar is not None:
-            bar.set_description_str(point.label(), refresh=True)
-        rec = executor.run(point, config.settings, slot=slot)
-        if stopping.is_set():  # killed by the interrupt, not by its own fault: not a record;
-            return             # --resume measures it again
-        record(rec, point)
-
-    def interrupt() -> None:
-        stopping.set()
-        executor.kill_all()
-
-    try:
-        if jobs == 1:
-            for point in todo:
-                measure(point, 0)
-        else:
-            _run_parallel(todo, jobs, measure, interrupt)
-    except KeyboardInterrupt:
-        interrupt()
-        result.interrupted = True
-    finally:
-        executor.close()
-        with contextlib.suppress(OSError):  # empty once every point has ended
-            executor.scratch_dir.rmdir()
-        if bar is not None:
-            bar.close()
-        meta["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        meta["interrupted"] = result.interrupted
-        meta["statuses"] = dict(result.statuses)
-        write_json(meta_path, meta)
-    return result
+def _finish_meta(run: RunDir, meta: dict, result: SweepResult) -> None:
+    meta["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    meta["interrupted"] = result.interrupted
+    meta["statuses"] = dict(result.statuses)
+    run.write_meta(meta)
 
 
 def _run_parallel(todo: list[Point], jobs: int, measure, interrupt) -> None:

@@ -15,6 +15,21 @@ import traceback
 OOM_MARKERS = ("MemoryError", "can't allocate memory", "Cannot allocate memory",
                "RESOURCE_EXHAUSTED", "out of memory", "std::bad_alloc", "CUDA out of memory")
 
+
+def failure_status(text: str, returncode: int | None = None) -> str:
+    """The status of a point that failed: ``oom`` when ``text`` (the worker's traceback, or
+    the stderr of a worker that died without a record) names a failed allocation, or when the
+    worker was SIGKILLed unasked (``returncode``: the kernel's OOM killer is the usual sender),
+    else ``error``. The one place a failure is classified, in the worker and in the executor
+    that outlived it."""
+    import signal
+
+    if any(marker in text for marker in OOM_MARKERS):
+        return "oom"
+    if returncode is not None and returncode == -signal.SIGKILL:
+        return "oom"
+    return "error"
+
 #: test-only fault injection, e.g. ``IFT_BENCH_FAULT="crash"`` or ``"10=crash,20=hang,30=oom"``
 #: (faults keyed by K); see tests/test_isolation.py
 FAULT_ENV = "IFT_BENCH_FAULT"
@@ -160,14 +175,20 @@ def main(argv: list[str]) -> int:
         _inject_fault(point.K)
         from suite.measure import measure
 
+        # measure() parses the point once more (suite.program.prepare → validate_point): the
+        # executor that wrote the spec validated it (suite.executors.Executor.run), but this
+        # is another process (a fresh interpreter, or a fork of a server that never saw the
+        # point), the parse yields the options in their declared types (Option.parse: any
+        # type, which the JSON spec would not carry faithfully), and prepare() has callers
+        # of its own (measure's paired strategy, check, tests); it costs little beside the
+        # problem's import, which the worker needs anyway
         dump = spec.get("dump_dir")
         record = measure(point, settings, Path(dump) if dump else None,
                          process_started=_process_started(spec))
     except BaseException as exc:  # noqa: BLE001 — every failure becomes a record
         text = "".join(traceback.format_exception(exc))
-        status = "oom" if any(m in text for m in OOM_MARKERS) else "error"
         record = Record.for_point(
-            point, settings, status=status,
+            point, settings, status=failure_status(text),
             error=f"{type(exc).__name__}: {exc}"[:2000] + "\n" + text[-3000:])
     write_json(Path(out_path), record.to_json())
     return 0

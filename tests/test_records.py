@@ -7,10 +7,10 @@ from suite.records import (
     Record,
     append_record,
     load_frame,
-    move_torn_tail,
     read_records,
     read_records_checked,
 )
+from suite.rundir import move_torn_tail
 
 
 def _record(K: int, status: str = "ok") -> Record:

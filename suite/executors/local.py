@@ -25,25 +25,24 @@ from typing import Any, ClassVar
 
 from problems._vetting import VETTED_ENV
 from suite import run_cache
-from suite.executors import Executor, failure_record
-from suite.plugin.errors import UnsupportedError
-from suite.point import Point, Settings, validate_point
+from suite.executors import Executor
+from suite.point import Point, Settings
 from suite.records import Record
 from suite.timing import TIMING_LOCK_ENV, cpu_affinity_for
-from suite.worker import OOM_MARKERS
+from suite.worker import failure_status
 
 STDERR_TAIL = 3000
 LAUNCHERS = ("fork", "spawn")
 
 
 def child_env(threads: int, timing_lock: Path | None = None,
-              reference_cache: Path | None = None) -> dict[str, str]:
+              cache_dir: Path | None = None) -> dict[str, str]:
     """Environment that fixes every thread pool of the child before it imports anything."""
     env = dict(os.environ)
     if timing_lock is not None:
         env[TIMING_LOCK_ENV] = str(timing_lock)
-    if reference_cache is not None:
-        env[run_cache.CACHE_ENV] = str(reference_cache)
+    if cache_dir is not None:
+        env[run_cache.CACHE_ENV] = str(cache_dir)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
         env[var] = str(threads)
@@ -65,22 +64,19 @@ class LocalExecutor(Executor):
 
     name: ClassVar[str] = "local"
 
-    def __init__(self, timing_lock: Path | None = None, launcher: str = "fork",
-                 reference_cache: Path | None = None, run_dir: Path | None = None) -> None:
+    def __init__(self, launcher: str = "fork", **run_files: Any) -> None:
+        """``run_files``: what :class:`~suite.executors.Executor` takes (jobs, timing lock,
+        cache and scratch directories)."""
         if launcher not in LAUNCHERS:
             from suite.plugin.errors import UsageError
 
             raise UsageError("launcher", f"unknown {launcher!r}", LAUNCHERS)
+        super().__init__(**run_files)
         self._active: set[Any] = set()
         self._lock = threading.Lock()
-        #: a lock file serialising the timed sections of concurrent points (parallel sweeps)
-        self.timing_lock = timing_lock
-        self.reference_cache = reference_cache
         self.launcher = launcher
         self._server: Any = None
         self._server_threads: int | None = None
-        if run_dir is not None:
-            self.scratch_dir = Path(run_dir) / ".points"
 
     def default_jobs(self, settings: Settings) -> int:
         """One point per ``threads`` CPUs this process may use. Timed sections still never
@@ -108,7 +104,7 @@ class LocalExecutor(Executor):
 
     def _start(self, settings: Settings, spec: Path, out: Path, stdout: Path,
                stderr: Path) -> Any:
-        env = child_env(settings.threads, self.timing_lock, self.reference_cache)
+        env = child_env(settings.threads, self.timing_lock_for(settings), self.cache_dir)
         if self.launcher == "spawn":
             with open(stdout, "wb") as out_fh, open(stderr, "wb") as err_fh:
                 return subprocess.Popen(
@@ -127,16 +123,9 @@ class LocalExecutor(Executor):
             server = self._server
         return server.start(spec, out, stdout, stderr)
 
-    def run(self, point: Point, settings: Settings, *, dump_dir: Path | None = None,
-            slot: int = 0) -> Record:
-        """Measure ``point`` in a fresh process. Bad input raises; anything else is a record."""
-        settings.validate()
-        try:
-            validate_point(point)
-        except UnsupportedError as exc:
-            return failure_record(point, settings, "unsupported",
-                                  str(exc).split(": ", 1)[-1])
-
+    def _run(self, point: Point, settings: Settings, *, dump_dir: Path | None,
+             slot: int) -> Record:
+        """Measure ``point`` in a fresh process."""
         with _scratch(self.scratch_dir) as tmp:
             tmp_path = Path(tmp)
             spec = {"point": point.to_json(), "settings": settings.__dict__,
@@ -165,9 +154,10 @@ class LocalExecutor(Executor):
                 if err_path.exists() else ""
 
             if timed_out:
-                return failure_record(point, settings, "timeout",
-                                      f"no result within {settings.timeout_s:g} s; process killed",
-                                      wall)
+                return Record.for_point(
+                    point, settings, status="timeout",
+                    error=f"no result within {settings.timeout_s:g} s; process killed",
+                    wall_s=wall)
             if out_path.exists():
                 record = Record.from_json(json.loads(out_path.read_text()))
                 if record.status != "ok":
@@ -205,9 +195,16 @@ def _remove_orphaned_scratch() -> None:
             continue
 
 
-def run_isolated(point: Point, settings: Settings, *, dump_dir: Path | None = None) -> Record:
-    """One point in a fresh interpreter (no fork server: one point would not repay it)."""
-    return LocalExecutor(launcher="spawn").run(point, settings, dump_dir=dump_dir)
+def run_isolated(point: Point, settings: Settings, *, dump_dir: Path | None = None,
+                 validated: bool = False) -> Record:
+    """One point in a fresh interpreter (no fork server: one point would not repay it).
+    ``validated``: the caller has validated the point already (the CLI's ``point``, before it
+    writes anything), so it is not validated twice."""
+    executor = LocalExecutor(launcher="spawn")
+    if validated:
+        settings.validate()
+        return executor._run(point, settings, dump_dir=dump_dir, slot=0)
+    return executor.run(point, settings, dump_dir=dump_dir)
 
 
 def _kill_group(proc: Any) -> None:
@@ -220,13 +217,8 @@ def _kill_group(proc: Any) -> None:
 
 def _classify_death(point: Point, settings: Settings, returncode: int, stderr_tail: str,
                     wall: float) -> Record:
-    if any(marker in stderr_tail for marker in OOM_MARKERS):
-        status = "oom"
-    elif returncode == -signal.SIGKILL:
-        status = "oom"  # the kernel's OOM killer is the usual sender of an unrequested SIGKILL
-    else:
-        status = "error"
     how = (f"killed by signal {signal.Signals(-returncode).name}" if returncode < 0
            else f"exited with status {returncode}")
-    return failure_record(point, settings, status,
-                          f"worker {how} without a record\n{stderr_tail}".rstrip(), wall)
+    return Record.for_point(point, settings, status=failure_status(stderr_tail, returncode),
+                            error=f"worker {how} without a record\n{stderr_tail}".rstrip(),
+                            wall_s=wall)

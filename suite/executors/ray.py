@@ -24,9 +24,9 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from suite.executors import Executor, failure_record
-from suite.plugin.errors import UnsupportedError, UsageError
-from suite.point import Point, Settings, validate_point
+from suite.executors import Executor
+from suite.plugin.errors import UsageError
+from suite.point import Point, Settings
 from suite.records import Record
 
 #: times a point is tried when its node is lost under it
@@ -35,8 +35,6 @@ ADDRESS_ALLOWED = ("auto, or HOST:PORT of a running head node, or nothing for a 
                    "cluster")
 #: the connect timeout's default for ``--address`` (``--connect-timeout``)
 CONNECT_TIMEOUT_S = 30.0
-#: Ray's own messages, in the run directory
-LOG_NAME = "ray.log"
 
 
 #: in a Ray worker process: one local executor (and so one warm fork server) per run and
@@ -49,7 +47,9 @@ def _measure_on_node(point_json: dict, settings_json: dict, run_name: str | None
                      timing_lock: bool, dump_dir: str | None) -> dict:
     """Runs inside a Ray worker: one point through the local executor on this node (forked
     from the worker's fork server), with the node's timing lock and reference cache for this
-    run (files in the node's temp dir)."""
+    run (files in the node's temp dir). The node validates the point again although the
+    driver did (``RayExecutor.run``): what is supported is the node's to say (a peer library
+    missing there makes the point ``unsupported`` on it, not an error of its worker)."""
     from suite.executors.local import LocalExecutor
 
     key = (run_name, timing_lock)
@@ -58,7 +58,8 @@ def _measure_on_node(point_json: dict, settings_json: dict, run_name: str | None
         _NODE_EXECUTORS[key] = LocalExecutor(
             timing_lock=node_tmp / f"ift-bench-timing-{run_name}.lock"
             if run_name and timing_lock else None,
-            reference_cache=node_tmp / f"ift-bench-references-{run_name}" if run_name else None)
+            share_timing_lock=True,  # the driver decided whether this run's points take it
+            cache_dir=node_tmp / f"ift-bench-references-{run_name}" if run_name else None)
     record = _NODE_EXECUTORS[key].run(Point.from_json(point_json), Settings(**settings_json),
                                       dump_dir=Path(dump_dir) if dump_dir else None)
     return record.to_json()
@@ -69,51 +70,47 @@ class RayExecutor(Executor):
 
     name: ClassVar[str] = "ray"
 
-    def __init__(self, timing_lock: Path | None = None, address: str | None = None,
-                 init_options: dict[str, Any] | None = None, run_dir: Path | None = None,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    def __init__(self, address: str | None = None, init_options: dict[str, Any] | None = None,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S, **run_files: Any) -> None:
+        """``run_files``: what :class:`~suite.executors.Executor` takes (jobs, timing lock,
+        cache directory, the log file Ray's own messages go to)."""
+        super().__init__(**run_files)
         try:
             import ray
         except ImportError:
             raise UsageError("--executor", "ray is not installed",
                              "local, or install the extra: pip install -e '.[ray]'") from None
         self._ray = ray
-        #: where Ray's own messages go (its C++ warnings while it connects), not the terminal
-        self.log_path = Path(run_dir) / LOG_NAME if run_dir is not None else None
+        # self.log_file: where Ray's own messages go (its C++ warnings while it connects), not
+        # the terminal
         self._started_here = not ray.is_initialized()
         if self._started_here:
             if address is not None:
-                _probe(address, connect_timeout_s, self.log_path)
+                _probe(address, connect_timeout_s, self.log_file)
             try:
-                with _stderr_to(self.log_path):
+                with _stderr_to(self.log_file):
                     ray.init(address=address, include_dashboard=False, log_to_driver=False,
                              configure_logging=False, **(init_options or {}))
             except (ConnectionError, ValueError) as exc:
                 raise UsageError("--address", f"cannot reach a Ray cluster at {address!r} "
                                  f"({exc})", ADDRESS_ALLOWED) from None
-        self.timing_lock = timing_lock
         self._remote = ray.remote(max_retries=0)(_measure_on_node)
         self._in_flight: set[Any] = set()
         self._lock = threading.Lock()
         self._cancelled = False
 
     def _run_name(self) -> str | None:
-        # names the node-local lock and cache of this run: the name travels, each node makes
-        # its own files
-        return self.reference_cache.parent.name if self.reference_cache is not None else None
+        # names the node-local lock and cache of this run (the run's id: the directory its
+        # cache lies in): the name travels, each node makes its own files
+        return self.cache_dir.parent.name if self.cache_dir is not None else None
 
     def default_jobs(self, settings: Settings) -> int:
         cpus = int(self._ray.cluster_resources().get("CPU", 1))
         return max(1, cpus // settings.threads)
 
-    def run(self, point: Point, settings: Settings, *, dump_dir: Path | None = None,
-            slot: int = 0) -> Record:
+    def _run(self, point: Point, settings: Settings, *, dump_dir: Path | None,
+             slot: int) -> Record:
         ray = self._ray
-        settings.validate()
-        try:
-            validate_point(point)
-        except UnsupportedError as exc:
-            return failure_record(point, settings, "unsupported", str(exc).split(": ", 1)[-1])
         lost: list[str] = []
         while len(lost) < ATTEMPTS:
             with self._lock:
@@ -121,7 +118,8 @@ class RayExecutor(Executor):
                     raise KeyboardInterrupt
                 ref = self._remote.options(num_cpus=settings.threads).remote(
                     point.to_json(), dict(settings.__dict__), self._run_name(),
-                    self.timing_lock is not None, str(dump_dir) if dump_dir else None)
+                    self.timing_lock_for(settings) is not None,
+                    str(dump_dir) if dump_dir else None)
                 self._in_flight.add(ref)
             try:
                 return Record.from_json(ray.get(ref))
@@ -131,8 +129,8 @@ class RayExecutor(Executor):
             except ray.exceptions.TaskCancelledError:
                 raise KeyboardInterrupt from None
             except ray.exceptions.RayTaskError as exc:  # the task itself raised: a record too
-                return failure_record(point, settings, "error",
-                                      f"the Ray task raised {str(exc)[-2000:]}")
+                return Record.for_point(point, settings, status="error",
+                                        error=f"the Ray task raised {str(exc)[-2000:]}")
             except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                     ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError) as exc:
                 if self._cancelled:
@@ -141,9 +139,9 @@ class RayExecutor(Executor):
             finally:
                 with self._lock:
                     self._in_flight.discard(ref)
-        return failure_record(point, settings, "error",
-                              f"the Ray node measuring this point was lost {ATTEMPTS} times "
-                              f"(each try's reason: {' | '.join(lost)})")
+        return Record.for_point(point, settings, status="error",
+                                error=f"the Ray node measuring this point was lost {ATTEMPTS} "
+                                f"times (each try's reason: {' | '.join(lost)})")
 
     def kill_all(self) -> None:
         with self._lock:
@@ -154,7 +152,7 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         if self._started_here and self._ray.is_initialized():
-            with _stderr_to(self.log_path):
+            with _stderr_to(self.log_file):
                 self._ray.shutdown()
 
 _PROBE = """
