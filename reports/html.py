@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from reports import cells, claims, decision, problem_sections, record_tables, views
 from suite import analysis, provenance
-from suite.records import load_frame
+from suite.rundir import RunDir
 
 THEORY_DOC = Path(__file__).resolve().parents[1] / "docs" / "theory.md"
 
@@ -79,10 +79,10 @@ def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> d
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
-    run_dir = Path(run_dir)
-    frame = load_frame(run_dir)
-    meta_path = run_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    run = RunDir(run_dir)
+    run_dir = run.path
+    frame = run.frame()
+    meta = json.loads(run.meta_file.read_text()) if run.has_meta() else {}
     config = meta.get("config", {"name": "?"})
 
     versions_note = provenance.versions_note(frame)
@@ -112,9 +112,9 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
                        f"{' (dirty)' if env.get('git', {}).get('dirty') else ''}"),
     ] + [(name, version or "not installed") for name, version in versions.items()]
 
-    out = Path(out) if out else run_dir / "report.html"
+    out = Path(out) if out else run.report_file
     # the decision table's CSV lies beside the report (RUN_DIR/decision.csv by default)
-    own = _record_sections(frame, config, out.parent / "decision.csv")
+    own = _record_sections(frame, config, RunDir.decision_file_beside(out))
     by_status = sorted(frame["status"].value_counts().items()) if not frame.empty else []
     tmpl_env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                            autoescape=select_autoescape(["html", "j2"]))

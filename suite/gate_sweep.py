@@ -38,7 +38,6 @@ from suite.timing import TIMING_LOCK_ENV
 
 #: kept for the tests that name it: the base commit's source tree while it runs (the layout
 #: is RunDir's)
-BASE_TREE = RunDir.BASE_TREE
 
 
 class BaseUnavailable(Exception):

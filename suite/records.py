@@ -316,13 +316,6 @@ def records_frame(records: list[Record]):
     return frame
 
 
-def load_frame(run_dir: str | Path):
-    """Kept for its callers (suite/cli.py, reports/html.py): :func:`suite.rundir.load_frame`."""
-    from suite.rundir import load_frame as load
-
-    return load(run_dir)
-
-
 def write_json(path: Path, payload: Any) -> None:
     """Write ``path`` whole or not at all (a temporary file renamed over it); the temporary
     file never outlives a failure."""

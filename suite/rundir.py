@@ -440,7 +440,7 @@ def refuse_duplicates(field: str, path: Path, records: list) -> None:
                      "and remove the others)")
 
 
-# ---- the module's earlier functions, kept for their callers (suite/cli.py, tests) -----------
+# ---- the writer lock of a run directory given as a path ----------------------------------
 def writer(run_dir: Path, field: str = "--resume"):
     """:meth:`RunDir.writer` of ``run_dir``."""
     return RunDir(run_dir).writer(field)
@@ -449,13 +449,3 @@ def writer(run_dir: Path, field: str = "--resume"):
 def writing_pid(run_dir: Path) -> int | None:
     """:meth:`RunDir.writing_pid` of ``run_dir``."""
     return RunDir(run_dir).writing_pid()
-
-
-def reader_notes(run_dir: Path) -> list[str]:
-    """:meth:`RunDir.reader_notes` of ``run_dir``."""
-    return RunDir(run_dir).reader_notes()
-
-
-def existing_run(field: str, path: Path) -> Path:
-    """:meth:`RunDir.existing`, as a path."""
-    return RunDir.existing(field, path).path

@@ -38,16 +38,6 @@ class SweepResult:
     total: int = 0
 
 
-def open_run_dir(run_dir: Path) -> Path:
-    """Kept for its callers (suite/cli.py): :meth:`RunDir.for_resume`, as a path."""
-    return RunDir.for_resume(run_dir).path
-
-
-def read_meta(run_dir: Path, field: str = "--resume") -> dict:
-    """Kept for its callers (suite/cli.py): :meth:`RunDir.read_meta`."""
-    return RunDir(run_dir).read_meta(field)
-
-
 def _warn(message: str) -> None:
     print(f"ift-bench: warning: {message}", file=sys.stderr)
 

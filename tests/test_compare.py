@@ -14,7 +14,8 @@ from scipy.stats import mannwhitneyu
 from suite import compare, gate
 from suite.cli import main
 from suite.config import build_config
-from suite.records import ADDED_IN, SCHEMA_VERSION, Record, load_frame, read_records
+from suite.records import ADDED_IN, SCHEMA_VERSION, Record, read_records
+from suite.rundir import load_frame
 from suite.sweep import run_sweep
 
 TINY = {"name": "tiny-compare", "problems": ["gd"], "backends": ["unrolled", "ift-cg"],

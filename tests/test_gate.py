@@ -13,7 +13,7 @@ import pytest
 from suite import gate
 from suite.cli import main
 from suite.config import build_config
-from suite.records import load_frame
+from suite.rundir import load_frame
 from suite.sweep import run_sweep
 
 pytestmark = pytest.mark.slow

@@ -20,6 +20,7 @@ import pytest
 
 from suite import fingerprint as fp
 from suite import gate, gate_sweep
+from suite.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,7 +245,7 @@ def test_paired_path_fails_a_time_only_regression_and_passes_unchanged_code(tmp_
     assert len(sections) == 6  # three points of each tree
     assert all(end <= start for (_, end), (start, _) in zip(sections[:-1], sections[1:],
                                                             strict=True))
-    assert not (run_dir / gate_sweep.BASE_TREE).exists()  # the base's source is cleaned up
+    assert not (run_dir / RunDir.BASE_TREE).exists()  # the base's source is cleaned up
     # the same pair judged again from the run directory, without measuring
     again = subprocess.run(
         [sys.executable, "-m", "suite", "gate", "--run", str(run_dir), "--config",

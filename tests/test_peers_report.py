@@ -16,7 +16,7 @@ from suite import analysis
 from suite.measure import measure
 from suite.point import Point, Settings
 from suite.program import evaluate
-from suite.records import load_frame
+from suite.rundir import load_frame
 
 #: a peer beside its counterpart, one peer with ours missing at its K, and our own rows
 POINTS = [Point("gd", b, "jax", n=6, K=K) for b, K in (

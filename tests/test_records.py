@@ -6,11 +6,10 @@ from suite.records import (
     RECORD_FIELDS,
     Record,
     append_record,
-    load_frame,
     read_records,
     read_records_checked,
 )
-from suite.rundir import move_torn_tail
+from suite.rundir import load_frame, move_torn_tail
 
 
 def _record(K: int, status: str = "ok") -> Record:

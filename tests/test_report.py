@@ -9,7 +9,7 @@ import re
 import pytest
 
 from suite.cli import main
-from suite.records import load_frame
+from suite.rundir import load_frame
 
 from .browser import chromium, require_browser
 from .helpers import require_ray

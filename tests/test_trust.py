@@ -211,7 +211,7 @@ def test_2_resume_refuses_a_changed_plugin_and_keeps_versions_apart(tmp_path, ca
     assert shas == [first_sha, new_sha]
     # the report says so at its top and never mixes the two in a row or a fit
     from suite import provenance
-    from suite.records import load_frame
+    from suite.rundir import load_frame
 
     frame = load_frame(run)
     note = provenance.versions_note(frame)

@@ -238,11 +238,12 @@ def readable_run(field: str, run_dir: Path, label: str = "") -> Path:
     and a writer still at work are said on stderr; one point recorded twice is refused."""
     from suite import rundir
     from suite.records import read_records_checked
+    from suite.rundir import RunDir
 
-    run_dir = rundir.existing_run(field, run_dir)
-    path = run_dir / "records.jsonl"
+    run = RunDir.existing(field, run_dir)
+    run_dir, path = run.path, run.records_file
     prefix = f"ift-bench: warning: {label}" if label else "ift-bench: warning: "
-    for note in rundir.reader_notes(run_dir):
+    for note in run.reader_notes():
         print(prefix + note, file=sys.stderr)
     checked = read_records_checked(path)
     for line in checked.problems(path):  # said, never skipped quietly

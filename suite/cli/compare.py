@@ -24,16 +24,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Exit 0: no cell regressed; 1: some did (the table says which); 2: bad input."""
     from suite import compare
-    from suite.records import load_frame, read_records
+    from suite.records import read_records
+    from suite.rundir import RunDir
 
     for flag, run_dir in (("RUN_A", args.run_a), ("RUN_B", args.run_b)):
         readable_run(flag, run_dir, f"{flag}: ")
-        if not read_records(run_dir / "records.jsonl"):
-            raise UsageError(flag, f"{str(run_dir / 'records.jsonl')!r} holds no readable "
+        if not read_records(RunDir(run_dir).records_file):
+            raise UsageError(flag, f"{str(RunDir(run_dir).records_file)!r} holds no readable "
                              "record: nothing to compare", "a run with measured points")
     if args.out is not None:
         output_file("--out", args.out)
-    result = compare.compare_runs(load_frame(args.run_a), load_frame(args.run_b))
+    result = compare.compare_runs(RunDir(args.run_a).frame(), RunDir(args.run_b).frame())
     if not result.cells:
         raise UsageError("RUN_B", f"shares no cell with RUN_A ({str(args.run_a)!r}): nothing "
                          "was compared", "two runs of the same cells (problem, strategy, "

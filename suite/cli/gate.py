@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from suite.config import load_config
     from suite.env import git_state
     from suite.fingerprint import machine_fingerprint
-    from suite.records import load_frame, write_json
+    from suite.records import write_json
+    from suite.rundir import RunDir
     from suite.sweep import run_sweep
 
     baseline_path = args.baseline or gate.DEFAULT_BASELINE
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         if interrupted:
             print("gate: interrupted", file=sys.stderr)
             return 1
-    frame = load_frame(run_dir)
+    frame = RunDir(run_dir).frame()
     if args.update_baseline:
         git = git_state()
         old = gate.previous_baseline(baseline_path)
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     outcome = gate.compare(frame, baseline, time=time_reference, time_not_judged=not_judged)
     outcome.fingerprint = fingerprint
-    findings = args.json or run_dir / "gate.json"
+    findings = args.json or RunDir(run_dir).gate_file
     try:
         write_json(findings, outcome.to_json())
     except OSError as exc:  # a read-only run: the verdict still counts, and is printed

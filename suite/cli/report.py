@@ -17,11 +17,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from reports.html import write_report
-    from suite.sweep import read_meta
+    from suite.rundir import RunDir
 
     run_dir = readable_run("RESULTS_DIR", args.run_dir)
-    output_file("--out", args.out or run_dir / "report.html")
-    if (run_dir / "meta.json").exists():
-        read_meta(run_dir, "RESULTS_DIR")  # a damaged meta.json: one line, exit 2
+    run = RunDir(run_dir)
+    output_file("--out", args.out or run.report_file)
+    if run.has_meta():
+        run.read_meta("RESULTS_DIR")  # a damaged meta.json: one line, exit 2
     print(write_report(run_dir, args.out))
     return 0

@@ -135,15 +135,15 @@ def run(args: argparse.Namespace) -> int:
 def _config_of_run(run_dir: Path):
     """The config a run was started with (its meta.json), for ``run --resume RUN_DIR``."""
     from suite.config import config_from_json
-    from suite.sweep import open_run_dir, read_meta
+    from suite.rundir import RunDir
 
-    run_dir = open_run_dir(run_dir)
-    meta_path = run_dir / "meta.json"
-    if not meta_path.exists():
-        raise UsageError("--resume", f"{str(run_dir)!r} has no meta.json",
+    run = RunDir.for_resume(run_dir)
+    meta_path = run.meta_file
+    if not run.has_meta():
+        raise UsageError("--resume", f"{str(run.path)!r} has no {RunDir.META}",
                          "a results/<run-id> directory, or give --config too")
-    meta = read_meta(run_dir)
+    meta = run.read_meta()
     if "config" not in meta:
         raise UsageError("--resume", f"{str(meta_path)!r} has no config",
-                         "a meta.json written by ift-bench run, or give --config too")
+                         f"a {RunDir.META} written by ift-bench run, or give --config too")
     return config_from_json(meta["config"], where=str(meta_path))
