@@ -1,11 +1,19 @@
-"""Linear solvers for the IFT's adjoint system, one signature for all, block-batched.
+"""Linear solvers for the IFT's adjoint system, configured objects, block-batched.
 
-Every solver is one function ``solver(fw, op, b, opts) -> SolveResult`` that solves A z = b for
-a block-diagonal A = diag(A₁, …, A_B) given as an :class:`Operator` on (B, m) stacks: the B
-blocks are independent systems solved side by side in one batched program. A problem without
-block structure is the case B = 1. ``opts`` holds the solver's options (``tol``, ``maxiter``,
-``restart``, ``k``, ``alpha``: each solver reads the ones it needs). A flat b (m,) is accepted
-as one block and answered flat.
+As in lineax (``linear_solve(operator, b, solver) -> Solution``), a solver is an object: its
+class (:class:`LinearSolver`) declares the :class:`Option` s it reads — ``tol``, ``maxiter``,
+``restart``, ``k``, ``alpha``, with their defaults and help — and an instance holds their values
+(:meth:`LinearSolver.configured`). :func:`linear_solve` then solves A z = b for a block-diagonal
+A = diag(A₁, …, A_B) given as an :class:`Operator` on (B, m) stacks and answers a
+:class:`SolveResult` (the solution and the solver's statistics): the B blocks are independent
+systems solved side by side in one batched program. A problem without block structure is the
+case B = 1. A flat b (m,) is accepted as one block and answered flat. A strategy that uses a
+solver offers the solver's options as its own (``backends.ift``), and a peer row offers its
+counterpart's (``backends.peers.base``): each option is written here once.
+
+The algorithms themselves are plain functions ``algorithm(fw, op, b, opts) -> SolveResult``
+(:func:`direct`, :func:`conjugate_gradient`, :func:`gmres`, :func:`neumann_series`,
+:func:`scaled_identity`), ``opts`` holding the option values; a solver object calls its own.
 
 Iterative solvers stop each block on its own relative residual ‖b_i − A_i z_i‖ ≤ tol·‖b_i‖ and
 freeze it there; the loop runs until the last block stops. Each loop step costs one batched
@@ -20,12 +28,15 @@ per-block iteration counts and convergence flags, which the JAX versions do not 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+
+from suite.plugin.options import Option
 
 
 @dataclass
@@ -57,10 +68,11 @@ class SolveResult:
     block_iterations: Any = None
 
 
-LinearSolver = Callable[[Any, Operator, Any, dict[str, Any]], SolveResult]
+#: one algorithm: ``(fw, op, b, opts) -> SolveResult``, ``opts`` the solver's option values
+Algorithm = Callable[[Any, Operator, Any, dict[str, Any]], SolveResult]
 
 
-def _blockwise(solver: LinearSolver) -> LinearSolver:
+def _blockwise(solver: Algorithm) -> Algorithm:
     """Let ``solver`` written for (B, m) stacks take a flat (m,) vector as one block."""
 
     @wraps(solver)
@@ -247,3 +259,130 @@ def neumann_error_bound(blocks: np.ndarray, opts: dict[str, Any]) -> dict[str, f
     for float64 dense blocks (B, m, m) (untimed diagnostics)."""
     rho = float(np.max(np.abs(1.0 - opts["alpha"] * np.linalg.eigvals(blocks))))
     return {"neumann_rho": rho, "error_bound": rho ** (opts["k"] + 1)}
+
+
+# ---- the solvers as configured objects ---------------------------------------------------------
+def default_tolerance(dtype: str) -> float:
+    """The relative-residual tolerance ``tol`` every iterative solve stops at unless told: ours,
+    and every peer row's, whose library is set to it."""
+    return 1e-10 if dtype == "float64" else 1e-5
+
+
+def _short(value: float) -> str:
+    return f"{value:.0e}".replace("e-0", "e-")
+
+
+#: :func:`default_tolerance` in words, for help texts
+DEFAULT_TOLERANCE = (f"{_short(default_tolerance('float64'))} in float64, "
+                     f"{_short(default_tolerance('float32'))} in float32")
+
+TOL = Option("tol", float, None, f"relative residual ‖r‖/‖b‖ to stop at (default "
+             f"{DEFAULT_TOLERANCE})", minimum=0.0, exclusive_minimum=True)
+
+
+class LinearSolver(ABC):
+    """A solver of A z = b on block-diagonal operators, lineax-style: the class declares the
+    options it reads (``options``; the strategies using it offer them as theirs), an instance
+    holds their values (``settings``; :meth:`configured` makes one from a point's options).
+
+    Subclasses implement :meth:`solve`; ``needs_spd``: the solver needs symmetric positive
+    definite blocks; :meth:`error_bound`: an a-priori bound on the solution's relative error
+    where theory gives one."""
+
+    options: ClassVar[tuple[Option, ...]] = ()
+    needs_spd: ClassVar[bool] = False
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        self.settings: dict[str, Any] = dict(settings or {})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings})"
+
+    def option_names(self) -> set[str]:
+        return {o.name for o in self.options}
+
+    def configured(self, opts: Mapping[str, Any]) -> LinearSolver:
+        """This solver with the values ``opts`` gives its options (other keys are ignored)."""
+        return type(self)({k: v for k, v in opts.items() if k in self.option_names()})
+
+    def resolve_defaults(self, opts: dict[str, Any], dtype: str) -> dict[str, Any]:
+        """``opts`` with the defaults that depend on the dtype filled in (the tolerance)."""
+        if "tol" in self.option_names() and opts.get("tol") is None:
+            opts = {**opts, "tol": default_tolerance(dtype)}
+        return opts
+
+    @abstractmethod
+    def solve(self, fw: Any, op: Operator, b: Any) -> SolveResult:
+        """z with A z = b, and the solver's statistics."""
+
+    def error_bound(self, blocks: np.ndarray) -> dict[str, float]:
+        """The a-priori error bound at float64 dense blocks (B, m, m), as diagnostics; {} when
+        the solver has none."""
+        return {}
+
+
+def linear_solve(fw: Any, op: Operator, b: Any, solver: LinearSolver) -> SolveResult:
+    """A z = b by the configured ``solver`` (lineax's ``linear_solve(operator, b, solver)``)."""
+    return solver.solve(fw, op, b)
+
+
+class Direct(LinearSolver):
+    """:func:`direct`: LU of the dense blocks."""
+
+    def solve(self, fw, op, b):
+        return direct(fw, op, b, self.settings)
+
+
+class CG(LinearSolver):
+    """:func:`conjugate_gradient`, for symmetric positive definite blocks."""
+
+    options = (TOL, Option("maxiter", int, 1000, "most CG iterations (one VJP of F each)",
+                           minimum=1))
+    needs_spd = True
+
+    def solve(self, fw, op, b):
+        return conjugate_gradient(fw, op, b, self.settings)
+
+
+class GMRES(LinearSolver):
+    """:func:`gmres`, restarted, for any invertible blocks."""
+
+    options = (
+        TOL,
+        Option("maxiter", int, 1000, "most Arnoldi steps in all (one VJP of F each)", minimum=1),
+        # 200, not the customary 20–50: restarting below dim x stalls on nonnormal KKT systems
+        # (batched qp, dim x = 88, cond 104: 993 Arnoldi steps with restart 50, 88 without)
+        Option("restart", int, 200, "Krylov dimension before a restart (memory restart·dim x)",
+               minimum=1),
+    )
+
+    def solve(self, fw, op, b):
+        return gmres(fw, op, b, self.settings)
+
+
+class Neumann(LinearSolver):
+    """:func:`neumann_series`: ``k`` terms of step ``alpha``, with its error bound."""
+
+    options = (
+        Option("k", int, 50, "Neumann terms after the first (one VJP of F each)", minimum=0),
+        Option("alpha", float, None, "step α with ρ(I − α ∂F/∂x) < 1 (default: the problem's, "
+               "e.g. gd's inner step size)", minimum=0.0, exclusive_minimum=True),
+    )
+
+    def solve(self, fw, op, b):
+        return neumann_series(fw, op, b, self.settings)
+
+    def error_bound(self, blocks):
+        return neumann_error_bound(blocks, self.settings)
+
+
+class ScaledIdentity(LinearSolver):
+    """:func:`scaled_identity`: z = α b (Jacobian-free backprop)."""
+
+    options = (
+        Option("alpha", float, None, "scale α of the identity (default: the problem's step)",
+                minimum=0.0, exclusive_minimum=True),
+    )
+
+    def solve(self, fw, op, b):
+        return scaled_identity(fw, op, b, self.settings)

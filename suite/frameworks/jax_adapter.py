@@ -20,6 +20,7 @@ from suite.plugin.framework import Framework, OpCounter
 
 class JaxFramework(Framework):
     name = "jax"
+    compiles = True
 
     def __init__(self, device: str, dtype: str):
         super().__init__(device, dtype)

@@ -39,6 +39,9 @@ class Framework(ABC):
     """One execution framework on one device at one dtype."""
 
     name: ClassVar[str]
+    #: whether the first call compiles the program (JAX), so that its excess over the median
+    #: time is recorded as ``compile_s``; eager frameworks record null
+    compiles: ClassVar[bool] = False
 
     def __init__(self, device: str, dtype: str):
         self.device_name = device
