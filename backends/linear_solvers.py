@@ -1,10 +1,10 @@
-"""Linear solvers for the IFT's adjoint system, configured objects, block-batched.
+"""Linear solvers for the IFT's adjoint system: objects that declare their options, block-batched.
 
 As in lineax (``linear_solve(operator, b, solver) -> Solution``), a solver is an object: its
 class (:class:`LinearSolver`) declares the :class:`Option` s it reads — ``tol``, ``maxiter``,
-``restart``, ``k``, ``alpha``, with their defaults and help — and an instance holds their values
-(:meth:`LinearSolver.configured`). :func:`linear_solve` then solves A z = b for a block-diagonal
-A = diag(A₁, …, A_B) given as an :class:`Operator` on (B, m) stacks and answers a
+``restart``, ``k``, ``alpha``, with their defaults and help — and ``solver.solve(fw, op, b,
+opts)`` solves A z = b, with ``opts`` the values of those options, for a block-diagonal
+A = diag(A₁, …, A_B) given as an :class:`Operator` on (B, m) stacks, and answers a
 :class:`SolveResult` (the solution and the solver's statistics): the B blocks are independent
 systems solved side by side in one batched program. A problem without block structure is the
 case B = 1. A flat b (m,) is accepted as one block and answered flat. A strategy that uses a
@@ -28,7 +28,7 @@ per-block iteration counts and convergence flags, which the JAX versions do not 
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import wraps
@@ -261,7 +261,7 @@ def neumann_error_bound(blocks: np.ndarray, opts: dict[str, Any]) -> dict[str, f
     return {"neumann_rho": rho, "error_bound": rho ** (opts["k"] + 1)}
 
 
-# ---- the solvers as configured objects ---------------------------------------------------------
+# ---- the solvers as objects that declare their options --------------------------------------
 def default_tolerance(dtype: str) -> float:
     """The relative-residual tolerance ``tol`` every iterative solve stops at unless told: ours,
     and every peer row's, whose library is set to it."""
@@ -281,29 +281,36 @@ TOL = Option("tol", float, None, f"relative residual ‖r‖/‖b‖ to stop at 
 
 
 class LinearSolver(ABC):
-    """A solver of A z = b on block-diagonal operators, lineax-style: the class declares the
-    options it reads (``options``; the strategies using it offer them as theirs), an instance
-    holds their values (``settings``; :meth:`configured` makes one from a point's options).
+    """A solver of A z = b on block-diagonal operators. The class declares the options it reads
+    (``options``: names, types, defaults, ranges, help; a strategy using the solver offers them
+    as its own) and fills the defaults that depend on the dtype (:meth:`resolve_defaults`);
+    :meth:`solve` runs it with a point's values of them.
 
-    Subclasses implement :meth:`solve`; ``needs_spd``: the solver needs symmetric positive
-    definite blocks; :meth:`error_bound`: an a-priori bound on the solution's relative error
-    where theory gives one."""
+    The values travel as the (parsed, validated) option mapping rather than as a configured
+    instance, lineax's ``CG(rtol=…)``, and ``backends.ift`` calls the solver's algorithm itself
+    (``algorithm_name``, a function of this module, looked up when called so that a patched
+    one is used): the solve runs inside the metered gradient, and under eager torch every
+    Python object made there — a configured instance, the frame object of one more call on the
+    stack (memray sees those, sized by the function's locals) — is counted by the peak meter.
+
+    ``needs_spd``: the solver needs symmetric positive definite blocks; :meth:`error_bound`: an
+    a-priori bound on the solution's relative error where theory gives one."""
 
     options: ClassVar[tuple[Option, ...]] = ()
     needs_spd: ClassVar[bool] = False
+    #: the name of the module function that solves: ``(fw, op, b, opts) -> SolveResult``
+    algorithm_name: ClassVar[str]
 
-    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        self.settings: dict[str, Any] = dict(settings or {})
+    def algorithm(self) -> Algorithm:
+        """The function that solves (this module's, as it is bound now)."""
+        return globals()[self.algorithm_name]
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.settings})"
+    def solve(self, fw: Any, op: Operator, b: Any, opts: Mapping[str, Any]) -> SolveResult:
+        """z with A z = b, and the solver's statistics; ``opts``: the values of its options."""
+        return self.algorithm()(fw, op, b, opts)
 
     def option_names(self) -> set[str]:
         return {o.name for o in self.options}
-
-    def configured(self, opts: Mapping[str, Any]) -> LinearSolver:
-        """This solver with the values ``opts`` gives its options (other keys are ignored)."""
-        return type(self)({k: v for k, v in opts.items() if k in self.option_names()})
 
     def resolve_defaults(self, opts: dict[str, Any], dtype: str) -> dict[str, Any]:
         """``opts`` with the defaults that depend on the dtype filled in (the tolerance)."""
@@ -311,41 +318,32 @@ class LinearSolver(ABC):
             opts = {**opts, "tol": default_tolerance(dtype)}
         return opts
 
-    @abstractmethod
-    def solve(self, fw: Any, op: Operator, b: Any) -> SolveResult:
-        """z with A z = b, and the solver's statistics."""
-
-    def error_bound(self, blocks: np.ndarray) -> dict[str, float]:
+    def error_bound(self, blocks: np.ndarray, opts: Mapping[str, Any]) -> dict[str, float]:
         """The a-priori error bound at float64 dense blocks (B, m, m), as diagnostics; {} when
         the solver has none."""
         return {}
 
 
-def linear_solve(fw: Any, op: Operator, b: Any, solver: LinearSolver) -> SolveResult:
-    """A z = b by the configured ``solver`` (lineax's ``linear_solve(operator, b, solver)``)."""
-    return solver.solve(fw, op, b)
-
-
 class Direct(LinearSolver):
     """:func:`direct`: LU of the dense blocks."""
 
-    def solve(self, fw, op, b):
-        return direct(fw, op, b, self.settings)
+    algorithm_name = "direct"
 
 
 class CG(LinearSolver):
     """:func:`conjugate_gradient`, for symmetric positive definite blocks."""
 
+    algorithm_name = "conjugate_gradient"
+
     options = (TOL, Option("maxiter", int, 1000, "most CG iterations (one VJP of F each)",
                            minimum=1))
     needs_spd = True
 
-    def solve(self, fw, op, b):
-        return conjugate_gradient(fw, op, b, self.settings)
-
 
 class GMRES(LinearSolver):
     """:func:`gmres`, restarted, for any invertible blocks."""
+
+    algorithm_name = "gmres"
 
     options = (
         TOL,
@@ -356,12 +354,11 @@ class GMRES(LinearSolver):
                minimum=1),
     )
 
-    def solve(self, fw, op, b):
-        return gmres(fw, op, b, self.settings)
-
 
 class Neumann(LinearSolver):
     """:func:`neumann_series`: ``k`` terms of step ``alpha``, with its error bound."""
+
+    algorithm_name = "neumann_series"
 
     options = (
         Option("k", int, 50, "Neumann terms after the first (one VJP of F each)", minimum=0),
@@ -369,20 +366,16 @@ class Neumann(LinearSolver):
                "e.g. gd's inner step size)", minimum=0.0, exclusive_minimum=True),
     )
 
-    def solve(self, fw, op, b):
-        return neumann_series(fw, op, b, self.settings)
-
-    def error_bound(self, blocks):
-        return neumann_error_bound(blocks, self.settings)
+    def error_bound(self, blocks, opts):
+        return neumann_error_bound(blocks, opts)
 
 
 class ScaledIdentity(LinearSolver):
     """:func:`scaled_identity`: z = α b (Jacobian-free backprop)."""
 
+    algorithm_name = "scaled_identity"
+
     options = (
         Option("alpha", float, None, "scale α of the identity (default: the problem's step)",
                 minimum=0.0, exclusive_minimum=True),
     )
-
-    def solve(self, fw, op, b):
-        return scaled_identity(fw, op, b, self.settings)

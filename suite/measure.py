@@ -200,7 +200,9 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
     first = _first_call(prep, programs)
     phases.mark("first_call")
     timing = _timed_repeats(prep, programs, settings, phases)
-    peak, peak_method = _peak(prep, programs)
+    peak, peak_method = _device_peak(prep, programs)
+    if peak is None:  # memray called from here: the stack it sees is part of what it counts
+        peak, peak_method = memray_peak_bytes(programs.call_gradient), "memray"
     phases.mark("peak")
     rss = rss_peak_bytes(programs.call_gradient) if point.device == "cpu" else None
     phases.mark("rss")
@@ -217,23 +219,29 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
 
 @dataclass
 class _Programs:
-    """The point's compiled gradient (timed) and forward (x_K, ``forward_time_s``)."""
+    """The point's compiled gradient (timed) and forward (x_K, ``forward_time_s``), and
+    ``call_gradient``, the gradient called and synchronised, which the memory meters run."""
 
-    prep: Any
     raw_gradient: Callable[[Any, Any], Any]
     gradient: Callable[[Any, Any], Any]
     forward: Callable[[Any, Any], Any]
+    call_gradient: Callable[[], Any]
 
     @classmethod
     def compiled(cls, prep: Any) -> _Programs:
-        raw = prep.gradient_program()
-        return cls(prep, raw, prep.fw.compile(raw),
-                   prep.fw.compile_shared(prep.forward_program(), prep.theta, prep.arrays))
+        fw, theta, arrays = prep.fw, prep.theta, prep.arrays
+        raw_gradient = prep.gradient_program()
+        grad_fn = fw.compile(raw_gradient)
+        fwd_fn = fw.compile_shared(prep.forward_program(), theta, arrays)
 
-    def call_gradient(self) -> Any:
-        out = self.gradient(self.prep.theta, self.prep.arrays)
-        self.prep.fw.synchronize(out)
-        return out
+        # a closure over locals, not a method: the peak meter counts the Python allocations
+        # of the call itself, and a bound method's attribute reads would add to them
+        def call_gradient() -> Any:
+            out = grad_fn(theta, arrays)
+            fw.synchronize(out)
+            return out
+
+        return cls(raw_gradient, grad_fn, fwd_fn, call_gradient)
 
 
 @dataclass
@@ -280,27 +288,28 @@ def _timed_repeats(prep: Any, programs: _Programs, settings: Settings,
     phases.mark("first_call")
     with timing_lock():
         phases.mark("lock_wait")  # a parallel point's timed section ran meanwhile
-        times, fwd_times = [], []
+        # made before the timed calls: after their last collection, nothing is allocated on
+        # the way to the peak meter that the collector counts (its next run would move)
+        timing = _Timing([], [], None, None)
         for _ in range(settings.repeats):
-            times.append(_timed(fw, lambda: programs.gradient(theta, arrays)))
+            timing.times.append(_timed(fw, lambda: programs.gradient(theta, arrays)))
             if not prep.strategy.own_solver:
-                fwd_times.append(_timed(fw, lambda: programs.forward(theta, arrays)))
+                timing.forward_times.append(_timed(fw, lambda: programs.forward(theta, arrays)))
 
-        time_ratio, time_ratios = None, None
         if settings.pair_with is not None:
-            time_ratios = _paired_ratios(fw, lambda: programs.gradient(theta, arrays), paired,
-                                         settings)
-            time_ratio = statistics.median(time_ratios) if time_ratios else 1.0
+            timing.ratios = _paired_ratios(fw, lambda: programs.gradient(theta, arrays),
+                                           paired, settings)
+            timing.ratio = statistics.median(timing.ratios) if timing.ratios else 1.0
     phases.mark("timed")
-    return _Timing(times, fwd_times, time_ratio, time_ratios)
+    return timing
 
 
-def _peak(prep: Any, programs: _Programs) -> tuple[int, str]:
-    """One gradient call under the peak meter: the device allocator where the framework has
-    one, memray on the CPU."""
+def _device_peak(prep: Any, programs: _Programs) -> tuple[int | None, str | None]:
+    """One gradient call under the device allocator's peak meter, where the framework has one
+    (accelerators); (None, None) where it has none and memray meters the call instead."""
     device_peak = prep.fw.device_peak_bytes(programs.call_gradient)
     if device_peak is None:
-        return memray_peak_bytes(programs.call_gradient), "memray"
+        return None, None
     return device_peak, f"{prep.point.framework}-{prep.point.device}-allocator"
 
 
