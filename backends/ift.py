@@ -52,6 +52,7 @@ from backends.base import Run, Strategy, Theory, solve_forward
 from backends.linear_solvers import (
     CG,
     GMRES,
+    Algorithm,
     Direct,
     LinearSolver,
     Neumann,
@@ -130,11 +131,20 @@ class Implicit(Strategy):
 
     reference = "converged"
     adjoint_solver: ClassVar[LinearSolver]
+    #: the solver's algorithm (``backends.linear_solvers``' function as this module found it),
+    #: called by :meth:`adjoint_solve` itself: under eager torch the peak meter (memray) also
+    #: counts what running Python code costs — a configured instance, a method call's frame, the
+    #: line table of a longer function — so the metered path is kept as it was measured
+    _algorithm: ClassVar[Algorithm]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "adjoint_solver" in cls.__dict__:
             cls.options = cls.adjoint_solver.options
+            cls._algorithm = getattr(linear_solvers, cls.adjoint_solver.algorithm_name)
+
+    def _option_names(self) -> set[str]:
+        return {o.name for o in self.options}
 
     def unsupported_reason(self, problem, framework):
         if self.adjoint_solver.needs_spd and problem.jacobian_structure != "spd":
@@ -152,7 +162,7 @@ class Implicit(Strategy):
 
     def solver_options(self, problem: Any, consts: Any, opts: dict[str, Any]) -> dict[str, Any]:
         """The options the solver reads, α resolved from the problem where it is one."""
-        if "alpha" in self.adjoint_solver.option_names():
+        if "alpha" in self._option_names():
             return {**opts, "alpha": _alpha(problem, consts, opts)}
         return dict(opts)
 
@@ -187,9 +197,7 @@ class Implicit(Strategy):
                 blocks = xp.asarray(blocks, copy=True)  # it may be the problem's own data
             return xp.matrix_transpose(blocks)
 
-        # the solver's algorithm, called from here (as ``adjoint_solver.solve`` would): under
-        # eager torch the peak meter counts the frame objects of the calls on the stack
-        solver = getattr(linear_solvers, self.adjoint_solver.algorithm_name)
+        solver = type(self)._algorithm  # adjoint_solver.solve's algorithm (see _algorithm)
         result = solver(fw, Operator(matvec, dense, dense_owned=True), to_blocks(P, rhs),
                         self.solver_options(P.problem, P.consts, opts))
         aux: dict[str, Any] = {}

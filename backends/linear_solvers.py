@@ -287,11 +287,10 @@ class LinearSolver(ABC):
     :meth:`solve` runs it with a point's values of them.
 
     The values travel as the (parsed, validated) option mapping rather than as a configured
-    instance, lineax's ``CG(rtol=…)``, and ``backends.ift`` calls the solver's algorithm itself
-    (``algorithm_name``, a function of this module, looked up when called so that a patched
-    one is used): the solve runs inside the metered gradient, and under eager torch every
-    Python object made there — a configured instance, the frame object of one more call on the
-    stack (memray sees those, sized by the function's locals) — is counted by the peak meter.
+    instance, lineax's ``CG(rtol=…)``, and ``backends.ift`` calls the solver's algorithm
+    (``algorithm_name``, a function of this module) itself: the solve runs inside the metered
+    gradient, and under eager torch the peak meter (memray, tracing Python allocations) counts
+    what the Python code on that path costs, a configured instance or one more call included.
 
     ``needs_spd``: the solver needs symmetric positive definite blocks; :meth:`error_bound`: an
     a-priori bound on the solution's relative error where theory gives one."""
