@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+import backends
 from backends.base import Run
 from problems.base import REFERENCE_KINDS
 from suite import references
@@ -31,6 +32,12 @@ from suite.point import Point, Settings
 from suite.program import prepare
 from suite.records import Record
 from suite.timing import timing_lock
+
+# the strategies load with the meters: a worker forked from a process that imported this module
+# (the fork server preloads it) starts with them imported, so that no import runs between the
+# fork and the meters that could perturb them (under memray a JAX point's peak_bytes was seen
+# to move by kilobytes in some runs when the strategy modules were imported after the fork)
+backends.registry()
 
 
 def memray_peak_bytes(fn: Callable[[], Any]) -> int:
