@@ -4,20 +4,32 @@ A strategy receives the framework adapter ``fw`` and a bound problem ``P`` and r
 ``(gradient, aux)``; ``aux`` holds solver diagnostics as arrays (``solver_iters``,
 ``solver_converged``) so that they survive ``jax.jit``. Strategies contain no per-problem code:
 anything problem-specific goes through ``P``.
+
+After the meters, the harness hands the strategy what it measured (:class:`Run`) and the
+strategy's :meth:`Strategy.diagnose` checks it, untimed: the diagnostics and the warnings the
+record carries are the strategy's, the harness only collects them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from problems.base import ReferenceKind
 from suite.plugin.options import Option
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from problems.base import Bound, Problem
     from suite.plugin.framework import Framework
+
+#: condition number of ∂F/∂x above which the IFT is flagged as inapplicable (float64)
+JACOBIAN_COND_WARNING = 1e12
+#: ‖F(θ, x_K)‖ / ‖F(θ, x_0)‖ above which an IFT gradient is flagged as taken off a solution
+IFT_RESIDUAL_WARNING = 1e-6
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,33 @@ class Theory:
     time_K: tuple[float, float]
     memory: str  # the law in words, for the report
     time: str
+
+
+@dataclass
+class Run:
+    """One measured point as :meth:`Strategy.diagnose` receives it, everything in numpy.
+
+    ``prepared``: the harness's prepared point (``fw``, ``problem``, ``strategy``, ``instance``,
+    ``point``, ``options``, ``residual_0``); ``x``: our forward's x_K; ``gradient``: the
+    strategy's dℓ/dθ; ``adjoint``, ``solver_iters``, ``converged``: what its program returned
+    (``aux``'s ``adjoint``, ``solver_iters``, ``solver_converged``; None where it returned
+    none); ``counts``: the counting pass; ``residual``: ‖F(θ, x_K)‖ (None for a strategy that
+    runs its own solver); ``gradient_of(backend, options)``: another strategy's gradient on
+    the same instance, computed untimed by the harness (None where it does not run).
+    ``diagnose`` adds to ``diagnostics`` (which hold the program's other aux scalars) and
+    appends to ``warnings``, in order."""
+
+    prepared: Any
+    x: np.ndarray
+    gradient: np.ndarray
+    adjoint: np.ndarray | None
+    solver_iters: int | None
+    converged: bool | None
+    counts: dict[str, Any]
+    residual: float | None
+    gradient_of: Callable[[str, dict[str, Any]], np.ndarray | None]
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Strategy(ABC):
@@ -85,6 +124,43 @@ class Strategy(ABC):
     ) -> dict[str, Any]:
         """Fill options whose default depends on K, the dtype or the size (``default=None``)."""
         return opts
+
+    def diagnose(self, run: Run) -> None:
+        """Untimed checks of a measured point: add diagnostics to ``run.diagnostics`` and
+        warnings, in order, to ``run.warnings``. This one checks the solver's statistics the
+        program returned and, for a strategy judged against the converged reference, that the
+        IFT applies at x_K; a strategy with checks of its own runs them and then this."""
+        self.check_solver(run)
+        self.check_solution(run)
+
+    def check_solver(self, run: Run) -> None:
+        """A linear solve stopped short; ``solver_iters`` disagreeing with the counting pass."""
+        opts = run.prepared.options
+        if run.converged is False:
+            run.warnings.append(f"linear solver stopped at maxiter={opts.get('maxiter')} "
+                                f"without reaching tol={opts.get('tol')}")
+        if run.solver_iters is not None and run.solver_iters != run.counts["solver_iters"]:
+            run.warnings.append(f"solver_iters: program returned {run.solver_iters}, counting "
+                                f"pass saw {run.counts['solver_iters']}")
+
+    def check_solution(self, run: Run) -> None:
+        """An IFT gradient (the converged reference) at an x_K where the IFT does not apply:
+        the problem's own warnings, a numerically singular ∂F/∂x (``jacobian_cond``, from the
+        adjoint check), x_K off a solution."""
+        if self.reference != "converged":
+            return
+        prep, diagnostics = run.prepared, run.diagnostics
+        if not self.own_solver:
+            run.warnings.extend(prep.problem.ift_warnings(prep.instance, run.x))
+            cond = diagnostics.get("jacobian_cond")
+            if cond is not None and not cond < JACOBIAN_COND_WARNING:
+                run.warnings.append(f"∂F/∂x is numerically singular at x_K (condition number "
+                                    f"{cond:.1e}): the IFT does not apply here")
+        residual = run.residual
+        if residual is not None and residual > IFT_RESIDUAL_WARNING * prep.residual_0:
+            run.warnings.append(f"IFT applied away from a solution: ‖F(θ, x_K)‖ = "
+                                f"{residual:.2e} ({residual / prep.residual_0:.1e} of "
+                                "‖F(θ, x_0)‖)")
 
     @abstractmethod
     def gradient(

@@ -9,8 +9,9 @@ were x*. It is exact only at a solution, so these strategies are judged against 
 reference and the record carries ‖F(θ, x_K)‖ beside the error.
 
 One strategy, :class:`Implicit`, does all of this; its members differ only in the linear
-solver they are given for the adjoint system (``adjoint_solver``, one function of
-``backends.linear_solvers``, as optimistix's ``ImplicitAdjoint(linear_solver=…)``):
+solver they are given for the adjoint system (``adjoint_solver``, a
+:class:`backends.linear_solvers.LinearSolver`, as optimistix's
+``ImplicitAdjoint(linear_solver=…)``), whose options are the strategy's:
 
 * ``ift-direct``: the dense ∂F/∂x by forward mode (or the problem's closed form) and LU:
   Θ(n²) memory, Θ(n³) time, independent of K.
@@ -29,8 +30,13 @@ m = dim x / B, solved side by side: the dense blocks cost m JVPs in all (tangent
 of every block at once, since the blocks do not interact) and one batched LU; the iterative
 solvers stop each block on its own residual. Without a declaration B = 1.
 
-The adjoint λ is returned in ``aux`` so that the harness can compare it, untimed, with a dense
-float64 solve (``adjoint_rel_error``) and report the solver's error bound.
+The adjoint λ is returned in ``aux`` so that :meth:`Implicit.diagnose` can compare it, untimed,
+with a dense float64 solve (:func:`adjoint_diagnostics`: ``adjoint_rel_error``,
+``jacobian_cond``) and report the solver's error bound.
+
+A problem that declares block structure is checked block by block: ∂F/∂x is built as its B
+diagonal blocks (m JVPs), so the check reaches sizes whose full dense Jacobian it could not
+hold.
 """
 
 from __future__ import annotations
@@ -38,21 +44,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
 from array_api_compat import device as array_device
 
-from backends.base import Strategy, Theory, solve_forward
+from backends import linear_solvers
+from backends.base import Run, Strategy, Theory, solve_forward
 from backends.linear_solvers import (
+    CG,
+    GMRES,
+    Algorithm,
+    Direct,
     LinearSolver,
+    Neumann,
     Operator,
-    conjugate_gradient,
-    direct,
-    gmres,
-    neumann_error_bound,
-    neumann_series,
-    scaled_identity,
+    ScaledIdentity,
 )
-from problems.base import Problem
-from suite.plugin.options import Option
+from problems.base import Bound, Problem, numpy_namespace
+
+#: above this many Jacobian entries (B·m²; m = dim x without blocks) ∂F/∂x is not built in
+#: float64 for the adjoint check (O(Bm²) memory, O(Bm³) time)
+MAX_DENSE_ENTRIES = 2000 ** 2
 
 
 def block_count(P: Any) -> int:
@@ -112,36 +123,42 @@ def _alpha_reason(problem: Any, strategy_options: dict[str, Any]) -> str | None:
 class Implicit(Strategy):
     """IFT with the adjoint system solved by ``adjoint_solver`` (see the module docstring).
 
-    Fields: ``adjoint_solver`` — a :data:`backends.linear_solvers.LinearSolver`;
-    ``needs_spd`` — the solver needs a symmetric positive definite ∂F/∂x;
-    ``error_bound`` — float64 dense blocks, options ↦ an a-priori bound on the adjoint's error
-    (diagnostics), or None. Options named ``tol`` and ``alpha`` get their defaults here: the
-    tolerance from the dtype, α from the problem.
+    ``adjoint_solver`` — a :class:`backends.linear_solvers.LinearSolver`: its options are the
+    strategy's (``options`` is set from it) and it runs with the point's values of them. Options
+    named ``tol`` and ``alpha`` get their defaults here: the tolerance from the dtype (the
+    solver's), α from the problem.
     """
 
     reference = "converged"
     adjoint_solver: ClassVar[LinearSolver]
-    needs_spd: ClassVar[bool] = False
-    error_bound: ClassVar[Callable[[Any, dict[str, Any]], dict[str, float]] | None] = None
+    #: the solver's algorithm (``backends.linear_solvers``' function as this module found it),
+    #: called by :meth:`adjoint_solve` itself: under eager torch the peak meter (memray) also
+    #: counts what running Python code costs — a configured instance, a method call's frame, the
+    #: line table of a longer function — so the metered path is kept as it was measured
+    _algorithm: ClassVar[Algorithm]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "adjoint_solver" in cls.__dict__:
+            cls.options = cls.adjoint_solver.options
+            cls._algorithm = getattr(linear_solvers, cls.adjoint_solver.algorithm_name)
 
     def _option_names(self) -> set[str]:
         return {o.name for o in self.options}
 
     def unsupported_reason(self, problem, framework):
-        if self.needs_spd and problem.jacobian_structure != "spd":
+        if self.adjoint_solver.needs_spd and problem.jacobian_structure != "spd":
             return (f"{self.name} needs a symmetric positive definite ∂F/∂x; {problem.name}'s is "
                     f"{problem.jacobian_structure}")
         return None
 
     def options_reason(self, problem, problem_options, strategy_options):
-        if "alpha" in self._option_names():
+        if "alpha" in self.adjoint_solver.option_names():
             return _alpha_reason(problem, strategy_options)
         return None
 
     def resolve_defaults(self, opts, K, dtype, dim_x):
-        if "tol" in self._option_names() and opts.get("tol") is None:
-            opts = {**opts, "tol": 1e-10 if dtype == "float64" else 1e-5}
-        return opts
+        return self.adjoint_solver.resolve_defaults(opts, dtype)
 
     def solver_options(self, problem: Any, consts: Any, opts: dict[str, Any]) -> dict[str, Any]:
         """The options the solver reads, α resolved from the problem where it is one."""
@@ -180,7 +197,7 @@ class Implicit(Strategy):
                 blocks = xp.asarray(blocks, copy=True)  # it may be the problem's own data
             return xp.matrix_transpose(blocks)
 
-        solver = type(self).adjoint_solver
+        solver = type(self)._algorithm  # adjoint_solver.solve's algorithm (see _algorithm)
         result = solver(fw, Operator(matvec, dense, dense_owned=True), to_blocks(P, rhs),
                         self.solver_options(P.problem, P.consts, opts))
         aux: dict[str, Any] = {}
@@ -198,14 +215,13 @@ class Implicit(Strategy):
     def adjoint_bound(self, problem: Any, consts: Any, opts: dict[str, Any],
                       blocks: Any) -> dict[str, float]:
         """The solver's a-priori error bound at the float64 blocks of ∂F/∂x (diagnostics)."""
-        bound = type(self).error_bound
-        if bound is None:
-            return {}
-        return bound(blocks, self.solver_options(problem, consts, opts))
+        return self.adjoint_solver.error_bound(blocks,
+                                               self.solver_options(problem, consts, opts))
 
-
-_TOL = Option("tol", float, None, "relative residual ‖r‖/‖b‖ to stop at "
-              "(default 1e-10 in float64, 1e-5 in float32)", minimum=0.0, exclusive_minimum=True)
+    def diagnose(self, run: Run) -> None:
+        if run.adjoint is not None:
+            run.diagnostics.update(adjoint_diagnostics(run.prepared, run.x, run.adjoint))
+        super().diagnose(run)
 
 
 class IFTDirect(Implicit):
@@ -213,7 +229,7 @@ class IFTDirect(Implicit):
     theory = Theory((0, 0), (2, 2), (1, 1), "Θ(n²)", "Θ(K) + Θ(n³)")
     summary = "IFT with the dense ∂F/∂x (forward mode) and an LU solve: Θ(n²) memory, Θ(n³) time"
     counts = ("step_evals", "vjp_evals", "jvp_evals")
-    adjoint_solver = direct
+    adjoint_solver = Direct()
 
 
 class IFTConjugateGradient(Implicit):
@@ -221,10 +237,7 @@ class IFTConjugateGradient(Implicit):
     theory = Theory((0, 0), (1, 1), (1, 1), "Θ(n)", "Θ(K) + iterations × one VJP")
     summary = "IFT with conjugate gradient on VJPs of F (symmetric positive definite ∂F/∂x)"
     counts = ("step_evals", "vjp_evals", "hvp_evals", "solver_iters")
-    options = (_TOL, Option("maxiter", int, 1000, "most CG iterations (one VJP of F each)",
-                            minimum=1))
-    adjoint_solver = conjugate_gradient
-    needs_spd = True
+    adjoint_solver = CG()
 
 
 class IFTGMRES(Implicit):
@@ -232,15 +245,7 @@ class IFTGMRES(Implicit):
     theory = Theory((0, 0), (1, 1), (1, 1), "Θ(restart·n)", "Θ(K) + iterations × one VJP")
     summary = "IFT with restarted GMRES on VJPs of F (any invertible ∂F/∂x)"
     counts = ("step_evals", "vjp_evals", "hvp_evals", "solver_iters")
-    options = (
-        _TOL,
-        Option("maxiter", int, 1000, "most Arnoldi steps in all (one VJP of F each)", minimum=1),
-        # 200, not the customary 20–50: restarting below dim x stalls on nonnormal KKT systems
-        # (batched qp, dim x = 88, cond 104: 993 Arnoldi steps with restart 50, 88 without)
-        Option("restart", int, 200, "Krylov dimension before a restart (memory restart·dim x)",
-               minimum=1),
-    )
-    adjoint_solver = gmres
+    adjoint_solver = GMRES()
 
 
 class IFTNeumann(Implicit):
@@ -248,21 +253,71 @@ class IFTNeumann(Implicit):
     theory = Theory((0, 0), (1, 1), (1, 1), "Θ(n)", "Θ(K) + k VJPs")
     summary = "IFT with a k-term truncated Neumann series (k VJPs of F; error ≤ ρ^{k+1})"
     counts = ("step_evals", "vjp_evals", "hvp_evals", "solver_iters")
-    options = (
-        Option("k", int, 50, "Neumann terms after the first (one VJP of F each)", minimum=0),
-        Option("alpha", float, None, "step α with ρ(I − α ∂F/∂x) < 1 (default: the problem's, "
-               "e.g. gd's inner step size)", minimum=0.0, exclusive_minimum=True),
-    )
-    adjoint_solver = neumann_series
-    error_bound = neumann_error_bound
+    adjoint_solver = Neumann()
 
 
 class IFTJacobianFree(Implicit):
     name = "ift-jfb"
     theory = Theory((0, 0), (1, 1), (1, 1), "Θ(n)", "Θ(K) + one VJP")
     summary = "IFT with α·I in place of (∂F/∂x)⁻¹: Jacobian-free backprop (one VJP; biased)"
-    options = (
-        Option("alpha", float, None, "scale α of the identity (default: the problem's step)",
-                minimum=0.0, exclusive_minimum=True),
-    )
-    adjoint_solver = scaled_identity
+    adjoint_solver = ScaledIdentity()
+
+
+# ---- the untimed float64 check of the adjoint (diagnostics) ------------------------------------
+def _jacobian_and_loss_gradient(prep: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the (B, m, m) blocks of ∂F/∂x, ∇ₓℓ) at (θ, x) in float64 by the point's own framework
+    (forward mode for the Jacobian, never a closed form the strategy may have used), as one
+    compiled program: under JAX, eager dispatch would compile every primitive separately
+    (≈ 1 s per point at n = 50, against ≈ 0.15 s for one jit)."""
+    fw64 = type(prep.fw)(prep.point.device, "float64")
+    consts = prep.instance.consts
+
+    def program(theta: Any, data: Any) -> tuple[Any, Any]:
+        P = Bound(prep.problem, fw64.xp, data["arrays"], consts)
+        jac, _ = block_jacobian(fw64, P, data["x"], theta, closed_form=False)
+        value, pullback = fw64.vjp(P.loss, data["x"], theta, count="vjp_evals")
+        return jac, pullback(fw64.xp.ones_like(value))[0]
+
+    data = {"arrays": {k: fw64.asarray(v) for k, v in prep.instance.arrays.items()},
+            "x": fw64.asarray(x)}
+    jac, loss_x = fw64.compile(program)(fw64.asarray(prep.instance.theta), data)
+    return fw64.to_numpy(jac), fw64.to_numpy(loss_x)
+
+
+def dense_jacobian(prep: Any, x: np.ndarray) -> np.ndarray:
+    """∂F/∂x at (θ, x) in float64, by the point's own framework's forward mode, as the full
+    dim x × dim x matrix in x's own layout (zero off the declared diagonal blocks)."""
+    blocks = _jacobian_and_loss_gradient(prep, x)[0]
+    index = np.asarray(prep.problem.to_blocks(numpy_namespace(), prep.instance.consts,
+                                              np.arange(x.size)))  # (B, m): x's entries
+    full = np.zeros((x.size, x.size))
+    for b, idx in enumerate(index):
+        full[np.ix_(idx, idx)] = blocks[b]
+    return full
+
+
+def adjoint_diagnostics(prep: Any, x: np.ndarray, adjoint: np.ndarray) -> dict[str, Any]:
+    """The adjoint λ a strategy solved for at its final iterate x_K, against the exact
+    λ* = (∂F/∂x)⁻ᵀ ∇ₓℓ in float64: ``adjoint_rel_error`` separates the error of the linear solve
+    (CG tolerance, Neumann truncation, JFB's identity) from the error of evaluating the IFT off
+    a solution; ``jacobian_cond``; and the strategy's a-priori bound where its solver has one
+    (``ift-neumann``: ρ = ρ(I − α ∂F/∂x) and ρ^{k+1} on ‖λ − λ*‖/‖λ*‖ for symmetric ∂F/∂x)."""
+    B = int(prep.problem.blocks(prep.instance.consts) or 1)
+    if x.size ** 2 // B > MAX_DENSE_ENTRIES:
+        return {"adjoint_check": f"skipped: dim x = {x.size} in {B} block(s), more than "
+                                 f"{MAX_DENSE_ENTRIES} Jacobian entries"}
+    blocks, loss_x = _jacobian_and_loss_gradient(prep, x)
+    npx, consts = numpy_namespace(), prep.instance.consts
+    exact = np.linalg.solve(blocks.transpose(0, 2, 1),
+                            np.asarray(prep.problem.to_blocks(npx, consts, loss_x))[..., None])
+    error = np.asarray(prep.problem.to_blocks(npx, consts, adjoint)) - exact[..., 0]
+    singular = np.linalg.svd(blocks, compute_uv=False)  # cond of diag(J_b): over all blocks
+    out: dict[str, Any] = {
+        "adjoint_rel_error": float(np.linalg.norm(error) / max(np.linalg.norm(exact), 1e-300)),
+        "jacobian_cond": float(singular.max() / singular.min()) if singular.min() > 0
+        else float("inf"),
+    }
+    bound = getattr(prep.strategy, "adjoint_bound", None)  # IFT strategies; peers have none
+    if bound is not None:
+        out.update(bound(prep.problem, consts, prep.options, blocks))
+    return out

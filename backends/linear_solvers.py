@@ -1,11 +1,19 @@
-"""Linear solvers for the IFT's adjoint system, one signature for all, block-batched.
+"""Linear solvers for the IFT's adjoint system: objects that declare their options, block-batched.
 
-Every solver is one function ``solver(fw, op, b, opts) -> SolveResult`` that solves A z = b for
-a block-diagonal A = diag(A₁, …, A_B) given as an :class:`Operator` on (B, m) stacks: the B
-blocks are independent systems solved side by side in one batched program. A problem without
-block structure is the case B = 1. ``opts`` holds the solver's options (``tol``, ``maxiter``,
-``restart``, ``k``, ``alpha``: each solver reads the ones it needs). A flat b (m,) is accepted
-as one block and answered flat.
+As in lineax (``linear_solve(operator, b, solver) -> Solution``), a solver is an object: its
+class (:class:`LinearSolver`) declares the :class:`Option` s it reads — ``tol``, ``maxiter``,
+``restart``, ``k``, ``alpha``, with their defaults and help — and ``solver.solve(fw, op, b,
+opts)`` solves A z = b, with ``opts`` the values of those options, for a block-diagonal
+A = diag(A₁, …, A_B) given as an :class:`Operator` on (B, m) stacks, and answers a
+:class:`SolveResult` (the solution and the solver's statistics): the B blocks are independent
+systems solved side by side in one batched program. A problem without block structure is the
+case B = 1. A flat b (m,) is accepted as one block and answered flat. A strategy that uses a
+solver offers the solver's options as its own (``backends.ift``), and a peer row offers its
+counterpart's (``backends.peers.base``): each option is written here once.
+
+The algorithms themselves are plain functions ``algorithm(fw, op, b, opts) -> SolveResult``
+(:func:`direct`, :func:`conjugate_gradient`, :func:`gmres`, :func:`neumann_series`,
+:func:`scaled_identity`), ``opts`` holding the option values; a solver object calls its own.
 
 Iterative solvers stop each block on its own relative residual ‖b_i − A_i z_i‖ ≤ tol·‖b_i‖ and
 freeze it there; the loop runs until the last block stops. Each loop step costs one batched
@@ -20,12 +28,15 @@ per-block iteration counts and convergence flags, which the JAX versions do not 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+
+from suite.plugin.options import Option
 
 
 @dataclass
@@ -57,10 +68,11 @@ class SolveResult:
     block_iterations: Any = None
 
 
-LinearSolver = Callable[[Any, Operator, Any, dict[str, Any]], SolveResult]
+#: one algorithm: ``(fw, op, b, opts) -> SolveResult``, ``opts`` the solver's option values
+Algorithm = Callable[[Any, Operator, Any, dict[str, Any]], SolveResult]
 
 
-def _blockwise(solver: LinearSolver) -> LinearSolver:
+def _blockwise(solver: Algorithm) -> Algorithm:
     """Let ``solver`` written for (B, m) stacks take a flat (m,) vector as one block."""
 
     @wraps(solver)
@@ -247,3 +259,122 @@ def neumann_error_bound(blocks: np.ndarray, opts: dict[str, Any]) -> dict[str, f
     for float64 dense blocks (B, m, m) (untimed diagnostics)."""
     rho = float(np.max(np.abs(1.0 - opts["alpha"] * np.linalg.eigvals(blocks))))
     return {"neumann_rho": rho, "error_bound": rho ** (opts["k"] + 1)}
+
+
+# ---- the solvers as objects that declare their options --------------------------------------
+def default_tolerance(dtype: str) -> float:
+    """The relative-residual tolerance ``tol`` every iterative solve stops at unless told: ours,
+    and every peer row's, whose library is set to it."""
+    return 1e-10 if dtype == "float64" else 1e-5
+
+
+def _short(value: float) -> str:
+    return f"{value:.0e}".replace("e-0", "e-")
+
+
+#: :func:`default_tolerance` in words, for help texts
+DEFAULT_TOLERANCE = (f"{_short(default_tolerance('float64'))} in float64, "
+                     f"{_short(default_tolerance('float32'))} in float32")
+
+TOL = Option("tol", float, None, f"relative residual ‖r‖/‖b‖ to stop at (default "
+             f"{DEFAULT_TOLERANCE})", minimum=0.0, exclusive_minimum=True)
+
+
+class LinearSolver(ABC):
+    """A solver of A z = b on block-diagonal operators. The class declares the options it reads
+    (``options``: names, types, defaults, ranges, help; a strategy using the solver offers them
+    as its own) and fills the defaults that depend on the dtype (:meth:`resolve_defaults`);
+    :meth:`solve` runs it with a point's values of them.
+
+    The values travel as the (parsed, validated) option mapping rather than as a configured
+    instance, lineax's ``CG(rtol=…)``, and ``backends.ift`` calls the solver's algorithm
+    (``algorithm_name``, a function of this module) itself: the solve runs inside the metered
+    gradient, and under eager torch the peak meter (memray, tracing Python allocations) counts
+    what the Python code on that path costs, a configured instance or one more call included.
+
+    ``needs_spd``: the solver needs symmetric positive definite blocks; :meth:`error_bound`: an
+    a-priori bound on the solution's relative error where theory gives one."""
+
+    options: ClassVar[tuple[Option, ...]] = ()
+    needs_spd: ClassVar[bool] = False
+    #: the name of the module function that solves: ``(fw, op, b, opts) -> SolveResult``
+    algorithm_name: ClassVar[str]
+
+    def algorithm(self) -> Algorithm:
+        """The function that solves (this module's, as it is bound now)."""
+        return globals()[self.algorithm_name]
+
+    def solve(self, fw: Any, op: Operator, b: Any, opts: Mapping[str, Any]) -> SolveResult:
+        """z with A z = b, and the solver's statistics; ``opts``: the values of its options."""
+        return self.algorithm()(fw, op, b, opts)
+
+    def option_names(self) -> set[str]:
+        return {o.name for o in self.options}
+
+    def resolve_defaults(self, opts: dict[str, Any], dtype: str) -> dict[str, Any]:
+        """``opts`` with the defaults that depend on the dtype filled in (the tolerance)."""
+        if "tol" in self.option_names() and opts.get("tol") is None:
+            opts = {**opts, "tol": default_tolerance(dtype)}
+        return opts
+
+    def error_bound(self, blocks: np.ndarray, opts: Mapping[str, Any]) -> dict[str, float]:
+        """The a-priori error bound at float64 dense blocks (B, m, m), as diagnostics; {} when
+        the solver has none."""
+        return {}
+
+
+class Direct(LinearSolver):
+    """:func:`direct`: LU of the dense blocks."""
+
+    algorithm_name = "direct"
+
+
+class CG(LinearSolver):
+    """:func:`conjugate_gradient`, for symmetric positive definite blocks."""
+
+    algorithm_name = "conjugate_gradient"
+
+    options = (TOL, Option("maxiter", int, 1000, "most CG iterations (one VJP of F each)",
+                           minimum=1))
+    needs_spd = True
+
+
+class GMRES(LinearSolver):
+    """:func:`gmres`, restarted, for any invertible blocks."""
+
+    algorithm_name = "gmres"
+
+    options = (
+        TOL,
+        Option("maxiter", int, 1000, "most Arnoldi steps in all (one VJP of F each)", minimum=1),
+        # 200, not the customary 20–50: restarting below dim x stalls on nonnormal KKT systems
+        # (batched qp, dim x = 88, cond 104: 993 Arnoldi steps with restart 50, 88 without)
+        Option("restart", int, 200, "Krylov dimension before a restart (memory restart·dim x)",
+               minimum=1),
+    )
+
+
+class Neumann(LinearSolver):
+    """:func:`neumann_series`: ``k`` terms of step ``alpha``, with its error bound."""
+
+    algorithm_name = "neumann_series"
+
+    options = (
+        Option("k", int, 50, "Neumann terms after the first (one VJP of F each)", minimum=0),
+        Option("alpha", float, None, "step α with ρ(I − α ∂F/∂x) < 1 (default: the problem's, "
+               "e.g. gd's inner step size)", minimum=0.0, exclusive_minimum=True),
+    )
+
+    def error_bound(self, blocks, opts):
+        return neumann_error_bound(blocks, opts)
+
+
+class ScaledIdentity(LinearSolver):
+    """:func:`scaled_identity`: z = α b (Jacobian-free backprop)."""
+
+    algorithm_name = "scaled_identity"
+
+    options = (
+        Option("alpha", float, None, "scale α of the identity (default: the problem's step)",
+                minimum=0.0, exclusive_minimum=True),
+    )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.base import Strategy, Theory
+from backends.base import Run, Strategy, Theory
 from backends.exact_arithmetic import InformationBuffer, to_fixed, to_float
 from problems.base import MomentumDescent
 
@@ -43,6 +43,14 @@ class Reversible(Strategy):
             return (f"reversible needs momentum γ in (0, 1) (multiplying by γ = 0 destroys all "
                     f"information); run {problem.name} with --option momentum=0.9")
         return None
+
+    def diagnose(self, run: Run) -> None:
+        """The two ways exact reversal can fail, from the program's own flags."""
+        if run.diagnostics.get("reconstruction_exact") is False:
+            run.warnings.append("reversible: the backward pass did not reconstruct x₀ bit for bit")
+        if run.diagnostics.get("buffer_overflow") is True:
+            run.warnings.append("reversible: the information buffer overflowed its capacity")
+        super().diagnose(run)
 
     def gradient(self, fw, P, theta, K, opts) -> tuple[Any, dict[str, Any]]:
         xp = fw.xp

@@ -6,7 +6,8 @@ seed, n and K: both times, both peaks, both gradient errors (each against its ow
 kind, which is the same for the pair), the ratios ours/peer of time and peak (below 1: ours is
 faster / smaller), and ‖g_ours − g_peer‖/‖g_peer‖. Records keep no gradients, so that last
 number is the diagnostic ``grad_rel_diff_ours`` the harness computed when it measured the peer
-(our strategy's gradient on the same instance, untimed, ``suite.diagnostics``); a peer measured
+(our strategy's gradient on the same instance, untimed,
+``PeerStrategy.counterpart_difference`` in ``backends/peers/base.py``); a peer measured
 without its counterpart still shows its own columns, the ratios then "–".
 """
 

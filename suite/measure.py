@@ -14,26 +14,30 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import backends
+from backends.base import Run
 from problems.base import REFERENCE_KINDS
 from suite import references
-from suite.diagnostics import adjoint_diagnostics, counterpart_difference
 from suite.frameworks import registry as framework_registry
+from suite.plugin.errors import UnsupportedError
 from suite.plugin.framework import COUNT_KINDS, Framework, OpCounter
 from suite.point import Point, Settings
 from suite.program import prepare
 from suite.records import Record
 from suite.timing import timing_lock
 
-#: condition number of ∂F/∂x above which the IFT is flagged as inapplicable (float64)
-JACOBIAN_COND_WARNING = 1e12
-#: ‖F(θ, x_K)‖ / ‖F(θ, x_0)‖ above which an IFT gradient is flagged as taken off a solution
-IFT_RESIDUAL_WARNING = 1e-6
+# the strategies load with the meters: a worker forked from a process that imported this module
+# (the fork server preloads it) starts with them imported, so that no import runs between the
+# fork and the meters that could perturb them (under memray a JAX point's peak_bytes was seen
+# to move by kilobytes in some runs when the strategy modules were imported after the fork)
+backends.registry()
 
 
 def memray_peak_bytes(fn: Callable[[], Any]) -> int:
@@ -169,11 +173,15 @@ def _paired_ratios(fw: Any, own_call: Callable[[], Any], other_call: Callable[[]
 
 
 class Phases:
-    """Seconds spent in each phase of a point, accumulated between ``mark`` calls."""
+    """Seconds spent in each phase of a point, accumulated between ``mark`` calls.
 
-    def __init__(self) -> None:
+    ``process_started``: the epoch time the isolating process started, charged as ``start``."""
+
+    def __init__(self, process_started: float | None = None) -> None:
         self.seconds: dict[str, float] = {}
         self._last = time.perf_counter()
+        if process_started is not None:
+            self.seconds["start"] = max(0.0, time.time() - process_started)
 
     def mark(self, phase: str) -> None:
         now = time.perf_counter()
@@ -183,39 +191,102 @@ class Phases:
 
 def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
             process_started: float | None = None) -> Record:
-    """Measure one point in this process. The caller isolates it (see ``suite.runner``).
+    """Measure one point in this process, meter by meter in the module docstring's order (the
+    order matters: each meter sees the caches the ones before it left). The caller isolates it
+    in a fresh process (``suite.worker``).
 
     ``process_started``: the epoch time the isolating process started, so that the record's
     ``phases_s["start"]`` charges process start-up and imports to the harness."""
     framework_registry()[point.framework].configure_threads(settings.threads)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     wall_start = time.perf_counter()
-    phases = Phases()
-    if process_started is not None:
-        phases.seconds["start"] = max(0.0, time.time() - process_started)
+    phases = Phases(process_started)
     prep = prepare(point)
     phases.mark("prepare")
-    fw, problem, strategy, instance = prep.fw, prep.problem, prep.strategy, prep.instance
-    theta, arrays, opts, K = prep.theta, prep.arrays, prep.options, point.K
+    programs = _Programs.compiled(prep)
+    first = _first_call(prep, programs)
+    phases.mark("first_call")
+    timing = _timed_repeats(prep, programs, settings, phases)
+    peak, peak_method = _device_peak(prep, programs)
+    if peak is None:  # memray called from here: the stack it sees is part of what it counts
+        peak, peak_method = memray_peak_bytes(programs.call_gradient), "memray"
+    phases.mark("peak")
+    rss = rss_peak_bytes(programs.call_gradient) if point.device == "cpu" else None
+    phases.mark("rss")
+    trace, trace_note, counts = _trace_and_counts(prep, programs, phases)
+    accuracy = _accuracy(prep, first)
+    phases.mark("references")
+    run = _diagnose(prep, first, counts, accuracy)
+    if dump_dir is not None:
+        _dump(prep, accuracy.gradient, dump_dir)
+    return _record(prep, settings, first, timing, peak, peak_method, rss, trace, trace_note,
+                   counts, accuracy, run, started=started,
+                   wall_s=time.perf_counter() - wall_start, phases=phases)
 
-    raw_gradient = prep.gradient_program()
-    grad_fn = fw.compile(raw_gradient)
-    fwd_fn = fw.compile_shared(prep.forward_program(), theta, arrays)
 
-    def call_gradient() -> Any:
-        out = grad_fn(theta, arrays)
-        fw.synchronize(out)
-        return out
+@dataclass
+class _Programs:
+    """The point's compiled gradient (timed) and forward (x_K, ``forward_time_s``), and
+    ``call_gradient``, the gradient called and synchronised, which the memory meters run."""
 
-    # warm-up (compiles under JAX); its outputs serve accuracy and diagnostics
+    raw_gradient: Callable[[Any, Any], Any]
+    gradient: Callable[[Any, Any], Any]
+    forward: Callable[[Any, Any], Any]
+    call_gradient: Callable[[], Any]
+
+    @classmethod
+    def compiled(cls, prep: Any) -> _Programs:
+        fw, theta, arrays = prep.fw, prep.theta, prep.arrays
+        raw_gradient = prep.gradient_program()
+        grad_fn = fw.compile(raw_gradient)
+        fwd_fn = fw.compile_shared(prep.forward_program(), theta, arrays)
+
+        # a closure over locals, not a method: the peak meter counts the Python allocations
+        # of the call itself, and a bound method's attribute reads would add to them
+        def call_gradient() -> Any:
+            out = grad_fn(theta, arrays)
+            fw.synchronize(out)
+            return out
+
+        return cls(raw_gradient, grad_fn, fwd_fn, call_gradient)
+
+
+@dataclass
+class _FirstCall:
+    """The warm-up call's outputs (they serve accuracy and diagnostics) and its time."""
+
+    grad: Any
+    aux: dict[str, Any]
+    seconds: float
+    x_K: Any
+
+
+def _first_call(prep: Any, programs: _Programs) -> _FirstCall:
+    """The warm-up call, untimed (under JAX it compiles), then the forward's x_K."""
+    fw, theta, arrays = prep.fw, prep.theta, prep.arrays
     start = time.perf_counter()
-    grad, aux = grad_fn(theta, arrays)
+    grad, aux = programs.gradient(theta, arrays)
     fw.synchronize((grad, aux))
     first_call_s = time.perf_counter() - start
-    loss_K, x_K = fwd_fn(theta, arrays)
+    loss_K, x_K = programs.forward(theta, arrays)
     fw.synchronize((loss_K, x_K))
-    phases.mark("first_call")
+    return _FirstCall(grad, aux, first_call_s, x_K)
 
+
+@dataclass
+class _Timing:
+    times: list[float]
+    forward_times: list[float]
+    ratio: float | None
+    ratios: list[float] | None
+
+
+def _timed_repeats(prep: Any, programs: _Programs, settings: Settings,
+                   phases: Phases) -> _Timing:
+    """R interleaved timed repeats of the gradient and of the forward (so that drift affects
+    both alike), then the paired ABBA blocks against ``settings.pair_with``, under the timing
+    lock."""
+    fw, theta, arrays = prep.fw, prep.theta, prep.arrays
     paired = _paired_program(prep, settings) if settings.pair_with is not None else None
     # the compiled programs and their caches outlive the timed loop: frozen, they are not
     # rescanned by the collection before every timed call
@@ -224,28 +295,37 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
     phases.mark("first_call")
     with timing_lock():
         phases.mark("lock_wait")  # a parallel point's timed section ran meanwhile
-        times, fwd_times = [], []
-        for _ in range(settings.repeats):  # interleaved so drift affects both alike
-            times.append(_timed(fw, lambda: grad_fn(theta, arrays)))
-            if not strategy.own_solver:
-                fwd_times.append(_timed(fw, lambda: fwd_fn(theta, arrays)))
+        # made before the timed calls: after their last collection, nothing is allocated on
+        # the way to the peak meter that the collector counts (its next run would move)
+        timing = _Timing([], [], None, None)
+        for _ in range(settings.repeats):
+            timing.times.append(_timed(fw, lambda: programs.gradient(theta, arrays)))
+            if not prep.strategy.own_solver:
+                timing.forward_times.append(_timed(fw, lambda: programs.forward(theta, arrays)))
 
-        time_ratio, time_ratios = None, None
         if settings.pair_with is not None:
-            time_ratios = _paired_ratios(fw, lambda: grad_fn(theta, arrays), paired, settings)
-            time_ratio = statistics.median(time_ratios) if time_ratios else 1.0
+            timing.ratios = _paired_ratios(fw, lambda: programs.gradient(theta, arrays),
+                                           paired, settings)
+            timing.ratio = statistics.median(timing.ratios) if timing.ratios else 1.0
     phases.mark("timed")
+    return timing
 
-    device_peak = fw.device_peak_bytes(call_gradient)
+
+def _device_peak(prep: Any, programs: _Programs) -> tuple[int | None, str | None]:
+    """One gradient call under the device allocator's peak meter, where the framework has one
+    (accelerators); (None, None) where it has none and memray meters the call instead."""
+    device_peak = prep.fw.device_peak_bytes(programs.call_gradient)
     if device_peak is None:
-        peak, peak_method = memray_peak_bytes(call_gradient), "memray"
-    else:
-        peak, peak_method = device_peak, f"{point.framework}-{point.device}-allocator"
-    phases.mark("peak")
-    rss = rss_peak_bytes(call_gradient) if point.device == "cpu" else None
-    phases.mark("rss")
+        return None, None
+    return device_peak, f"{prep.point.framework}-{prep.point.device}-allocator"
+
+
+def _trace_and_counts(prep: Any, programs: _Programs,
+                      phases: Phases) -> tuple[int | None, str | None, dict[str, Any]]:
+    """``trace_bytes`` (or why it cannot be metered) and the counting pass's counts."""
+    fw, theta, arrays = prep.fw, prep.theta, prep.arrays
     # a tape the meter cannot see is recorded as unmeasured, with why, never as a smaller number
-    trace_note = strategy.trace_unmeasurable(point.framework)
+    trace_note = prep.strategy.trace_unmeasurable(prep.point.framework)
     counter = OpCounter()
     if fw.counts_while_tracing and trace_note is None:
         # one run of the counting program under the tape meter gives both (the counters
@@ -255,17 +335,30 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
         phases.mark("trace")
     else:
         trace = None if trace_note is not None else \
-            int(fw.trace_bytes(raw_gradient, theta, arrays))
+            int(fw.trace_bytes(programs.raw_gradient, theta, arrays))
         phases.mark("trace")
         with fw.counting(counter):
             counted_fn = fw.compile_for_counting(prep.gradient_program(), theta, arrays)
             fw.synchronize(counted_fn(theta, arrays))
     counts = counter.snapshot()
     phases.mark("counting")
+    return trace, trace_note, counts
 
-    # accuracy against the float64 reference
-    grad_np = fw.to_numpy(grad)
-    warnings_refs: list[str] = []
+
+@dataclass
+class _Accuracy:
+    gradient: np.ndarray
+    #: relative error against each reference kind (None: no such reference here)
+    errors: dict[str, float | None]
+    warnings: list[str]
+    residual: float | None
+
+
+def _accuracy(prep: Any, first: _FirstCall) -> _Accuracy:
+    """The gradient against the problem's float64 references, and ‖F(θ, x_K)‖."""
+    problem, instance, K = prep.problem, prep.instance, prep.point.K
+    grad_np = prep.fw.to_numpy(first.grad)
+    warnings: list[str] = []
     # the problem's own references, or the suite's (suite.references) where it has none; a
     # reference the suite cannot compute (no solution found) is a warning, not a dead point
     errors: dict[str, float | None] = {}
@@ -275,71 +368,75 @@ def measure(point: Point, settings: Settings, dump_dir: Path | None = None,
             errors[kind] = _rel(grad_np, ref)
         except references.ReferenceUnavailable as exc:
             errors[kind] = None
-            warnings_refs.append(f"no {kind} reference: {exc}")
+            warnings.append(f"no {kind} reference: {exc}")
     # a strategy running its own solver (qpth) never sees our x_K: our forward's time and
     # residual would describe our solver, not it, so they are recorded as unknown
-    residual = None if strategy.own_solver else prep.residual_norm(x_K)
-    phases.mark("references")
+    residual = None if prep.strategy.own_solver else prep.residual_norm(first.x_K)
+    return _Accuracy(grad_np, errors, warnings, residual)
 
-    warnings: list[str] = list(warnings_refs)
-    aux_np = {k: fw.to_numpy(v) for k, v in aux.items()}
+
+def _diagnose(prep: Any, first: _FirstCall, counts: dict[str, Any],
+              accuracy: _Accuracy) -> Run:
+    """The program's aux as diagnostics, then the strategy's own checks (``diagnose``)."""
+    fw = prep.fw
+    aux_np = {k: fw.to_numpy(v) for k, v in first.aux.items()}
     solver_iters = aux_np.pop("solver_iters", None)
-    solver_iters = None if solver_iters is None else int(solver_iters)
     converged = aux_np.pop("solver_converged", None)
-    converged = None if converged is None else bool(converged)
-    adjoint = aux_np.pop("adjoint", None)
-    diagnostics = {k: _scalar(v) for k, v in aux_np.items()}
-    if adjoint is not None:
-        diagnostics.update(adjoint_diagnostics(prep, fw.to_numpy(x_K), adjoint))
-    difference = counterpart_difference(prep, grad_np)  # peer rows: beside ours, untimed
-    if difference is not None:
-        diagnostics["grad_rel_diff_ours"] = difference
-    if diagnostics.get("reconstruction_exact") is False:
-        warnings.append("reversible: the backward pass did not reconstruct x₀ bit for bit")
-    if diagnostics.get("buffer_overflow") is True:
-        warnings.append("reversible: the information buffer overflowed its capacity")
-    if converged is False:
-        warnings.append(f"linear solver stopped at maxiter={opts.get('maxiter')} without "
-                        f"reaching tol={opts.get('tol')}")
-    if solver_iters is not None and solver_iters != counts["solver_iters"]:
-        warnings.append(f"solver_iters: program returned {solver_iters}, counting pass saw "
-                        f"{counts['solver_iters']}")
-    if strategy.reference == "converged" and not strategy.own_solver:
-        warnings.extend(problem.ift_warnings(instance, fw.to_numpy(x_K)))
-        cond = diagnostics.get("jacobian_cond")
-        if cond is not None and not cond < JACOBIAN_COND_WARNING:
-            warnings.append(f"∂F/∂x is numerically singular at x_K (condition number {cond:.1e}): "
-                            "the IFT does not apply here")
-    if strategy.reference == "converged" and residual is not None and \
-            residual > IFT_RESIDUAL_WARNING * prep.residual_0:
-        warnings.append(f"IFT applied away from a solution: ‖F(θ, x_K)‖ = {residual:.2e} "
-                        f"({residual / prep.residual_0:.1e} of ‖F(θ, x_0)‖)")
+    run = Run(prepared=prep, x=fw.to_numpy(first.x_K), gradient=accuracy.gradient,
+              adjoint=aux_np.pop("adjoint", None),
+              solver_iters=None if solver_iters is None else int(solver_iters),
+              converged=None if converged is None else bool(converged),
+              counts=counts, residual=accuracy.residual,
+              gradient_of=lambda backend, options: _strategy_gradient(prep, backend, options),
+              diagnostics={k: _scalar(v) for k, v in aux_np.items()},
+              warnings=list(accuracy.warnings))
+    prep.strategy.diagnose(run)
+    return run
 
-    if dump_dir is not None:
-        dump_dir.mkdir(parents=True, exist_ok=True)
-        instance.dump(dump_dir / "instance.npz")
-        np.save(dump_dir / "grad.npy", grad_np.reshape(np.shape(instance.theta)))
 
+def _strategy_gradient(prep: Any, backend: str, options: dict[str, Any]) -> np.ndarray | None:
+    """``backend``'s gradient on this point's instance with ``options``, untimed (a peer row's
+    counterpart); None where it does not run with them."""
+    try:
+        other = prepare(replace(prep.point, backend=backend, options=options))
+    except UnsupportedError:
+        return None
+    g, _ = other.fw.compile(other.gradient_program())(other.theta, other.arrays)
+    return other.fw.to_numpy(g)
+
+
+def _dump(prep: Any, grad_np: np.ndarray, dump_dir: Path) -> None:
+    dump_dir.mkdir(parents=True, exist_ok=True)
+    prep.instance.dump(dump_dir / "instance.npz")
+    np.save(dump_dir / "grad.npy", grad_np.reshape(np.shape(prep.instance.theta)))
+
+
+def _record(prep: Any, settings: Settings, first: _FirstCall, timing: _Timing, peak: int,
+            peak_method: str, rss: int | None, trace: int | None, trace_note: str | None,
+            counts: dict[str, Any], accuracy: _Accuracy, run: Run, *, started: str,
+            wall_s: float, phases: Phases) -> Record:
+    point, strategy, problem, instance = prep.point, prep.strategy, prep.problem, prep.instance
+    times, errors, diagnostics = timing.times, accuracy.errors, run.diagnostics
     time_s = statistics.median(times)
     return Record.for_point(
-        point, settings, status="ok", warnings=warnings,
+        point, settings, status="ok", warnings=run.warnings,
         time_s=time_s, time_min_s=min(times),
-        forward_time_s=statistics.median(fwd_times) if fwd_times else None,
-        first_call_s=first_call_s,
-        compile_s=max(0.0, first_call_s - time_s) if point.framework == "jax" else None,
-        repeats=settings.repeats, times_s=times, time_ratio=time_ratio, time_ratios=time_ratios,
-        time_ratio_to=settings.pair_with,
+        forward_time_s=statistics.median(timing.forward_times) if timing.forward_times else None,
+        first_call_s=first.seconds,
+        compile_s=max(0.0, first.seconds - time_s) if prep.fw.compiles else None,
+        repeats=settings.repeats, times_s=times, time_ratio=timing.ratio,
+        time_ratios=timing.ratios, time_ratio_to=settings.pair_with,
         peak_bytes=peak, peak_method=peak_method, trace_bytes=trace, trace_note=trace_note,
         rss_peak_bytes=rss, peer=strategy.peer_label(),
         grad_rel_error=errors[strategy.reference], reference=strategy.reference,
         reference_source=references.reference_source(problem),
         grad_error_k_step=errors["k_step"], grad_error_converged=errors["converged"],
-        grad_norm=float(np.linalg.norm(grad_np)), inner_residual=residual,
-        solver_converged=converged,
+        grad_norm=float(np.linalg.norm(accuracy.gradient)), inner_residual=accuracy.residual,
+        solver_converged=run.converged,
         **{k: (counts[k] if (k in strategy.counts or counts[k]) else None) for k in COUNT_KINDS},
         dim_theta=int(np.size(instance.theta)), dim_x=prep.dim_x,
         error_bound=diagnostics.pop("error_bound", None),
-        options_resolved={**prep.problem_options, **opts}, diagnostics=diagnostics,
-        wall_s=time.perf_counter() - wall_start, started_at=started,
+        options_resolved={**prep.problem_options, **prep.options}, diagnostics=diagnostics,
+        wall_s=wall_s, started_at=started,
         phases_s={k: round(v, 4) for k, v in phases.seconds.items()},
     )

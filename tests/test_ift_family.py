@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backends.ift import adjoint_diagnostics
 from backends.linear_solvers import Operator, conjugate_gradient, direct, gmres, neumann_series
 from problems.gd import GradientDescentHyper
-from suite.diagnostics import adjoint_diagnostics
 from suite.plugin.errors import UnsupportedError
 from suite.point import Point
 from suite.program import evaluate, prepare

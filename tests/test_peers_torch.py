@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from backends.base import solve_forward
+from backends.ift import dense_jacobian
 from backends.peers.base import REQUIRE_PEERS_ENV
 from problems.base import Bound
-from suite.diagnostics import dense_jacobian
 from suite.point import Point, Settings
 from suite.program import evaluate, prepare
 

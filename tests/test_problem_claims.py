@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backends.ift import dense_jacobian
 from problems.softmax import Softmax
 from problems.sparsemax import Sparsemax, sparsemax_threshold
-from suite.diagnostics import dense_jacobian
 from suite.point import Point
 from suite.program import evaluate, prepare
 

@@ -9,7 +9,11 @@ that does not import makes its rows ``unsupported`` with the import error as the
 
 Rows inherit the reference kind and the theory bands of the strategy they correspond to unless
 they declare their own: a peer is measured against the same float64 reference as ours, and the
-analysis fits it against the same law.
+analysis fits it against the same law. They take their counterpart's options too (its solver's,
+for an ``ift-*`` counterpart: ``tol``, ``maxiter``, ``restart``; ``snapshots``), with the same
+types, defaults and ranges, each in the row's own words (``option_help``), unless they declare
+options of their own (qpth). Their diagnostics add ‖g_ours − g_peer‖/‖g_peer‖
+(``grad_rel_diff_ours``) to their counterpart's checks.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+from dataclasses import replace
 from functools import cache
 from typing import Any, ClassVar
 
-from backends.base import Strategy, Theory
+import numpy as np
+
+from backends.base import Run, Strategy, Theory
+from suite.plugin.options import Option
 
 #: in CI every peer library must import: a missing one fails the tests instead of skipping rows
 REQUIRE_PEERS_ENV = "IFT_BENCH_REQUIRE_PEERS"
@@ -34,12 +42,6 @@ def import_error(module: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 — any import failure makes the rows unsupported
         return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
     return None
-
-
-def linear_tolerance(dtype: str) -> float:
-    """Our linear solvers' relative-residual tolerance, which every peer's solve is set to
-    (``backends.ift``: 1e-10 in float64, 1e-5 in float32)."""
-    return 1e-10 if dtype == "float64" else 1e-5
 
 
 class PeerStrategy(Strategy):
@@ -57,6 +59,9 @@ class PeerStrategy(Strategy):
     converged_only: ClassVar[bool] = False
     #: exact counts: none unless the row can count them honestly
     counts: ClassVar[tuple[str, ...]] = ()
+    #: the help text of each option taken from ``corresponds_to`` as this row describes it (how
+    #: its library reads the value); an option not named here keeps ours
+    option_help: ClassVar[dict[str, str]] = {}
 
     def _ours(self) -> Strategy:
         from backends import registry
@@ -71,6 +76,15 @@ class PeerStrategy(Strategy):
     @property
     def theory(self) -> Theory:  # type: ignore[override]
         return self._ours().theory
+
+    # the counterpart's options (a row with options of its own declares ``options`` instead)
+    @property
+    def options(self) -> tuple[Option, ...]:  # type: ignore[override]
+        return tuple(replace(o, help=self.option_help.get(o.name, o.help))
+                     for o in self._ours().options)
+
+    def resolve_defaults(self, opts, K, dtype, dim_x):
+        return self._ours().resolve_defaults(opts, K, dtype, dim_x)
 
     def counterpart(self) -> str | None:
         return self.corresponds_to
@@ -104,3 +118,25 @@ class PeerStrategy(Strategy):
 
     def options_reason(self, problem, problem_options, strategy_options):
         return self._ours().options_reason(problem, problem_options, strategy_options)
+
+    def diagnose(self, run: Run) -> None:
+        difference = self.counterpart_difference(run)  # beside ours, untimed
+        if difference is not None:
+            run.diagnostics["grad_rel_diff_ours"] = difference
+        super().diagnose(run)
+
+    def counterpart_difference(self, run: Run) -> float | None:
+        """‖g_ours − g_peer‖/‖g_peer‖: our corresponding strategy's gradient on the same
+        instance, with the same problem options and the options both declare (tolerances,
+        snapshots), computed untimed by the harness. Records keep no gradients, so the report's
+        peers table reads this instead. None where ours does not run with these options."""
+        prep = run.prepared
+        declared = {o.name for o in prep.problem.options} | {o.name for o in self._ours().options}
+        g_ours = run.gradient_of(self.corresponds_to, {k: v for k, v in prep.point.options.items()
+                                                       if k in declared})
+        if g_ours is None:
+            return None
+        grad = run.gradient
+        denom = float(np.linalg.norm(grad))
+        diff = float(np.linalg.norm(g_ours - grad))
+        return diff / denom if denom > 0 else diff

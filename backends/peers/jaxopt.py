@@ -31,11 +31,10 @@ import math
 import warnings
 from typing import Any, ClassVar
 
-from backends.peers.base import PeerStrategy, linear_tolerance
-from suite.plugin.options import Option
+from backends.linear_solvers import DEFAULT_TOLERANCE
+from backends.peers.base import PeerStrategy
 
-_TOL = Option("tol", float, None, "relative residual ‖r‖/‖b‖ to stop at (default ours: 1e-10 in "
-              "float64, 1e-5 in float32)", minimum=0.0, exclusive_minimum=True)
+_TOL_HELP = f"relative residual ‖r‖/‖b‖ to stop at (default ours: {DEFAULT_TOLERANCE})"
 
 
 def import_jaxopt() -> Any:
@@ -64,11 +63,6 @@ class _JaxoptRoot(PeerStrategy):
     def library_reason(self) -> str | None:
         import_jaxopt_quietly()
         return super().library_reason()
-
-    def resolve_defaults(self, opts, K, dtype, dim_x):
-        if "tol" in opts and opts.get("tol") is None:
-            opts = {**opts, "tol": linear_tolerance(dtype)}
-        return opts
 
     def linear_solve(self, jaxopt: Any, opts: dict[str, Any]) -> Any:
         """``solve(matvec, b) → u`` with ``matvec(u) = Au``, the form custom_root takes."""
@@ -114,7 +108,7 @@ class JaxoptCG(_JaxoptRoot):
     name = "jaxopt-cg"
     corresponds_to = "ift-cg"
     summary = "jaxopt custom_root(F, solve=solve_cg) around our K-step forward"
-    options = (_TOL, Option("maxiter", int, 1000, "most CG iterations (as ours)", minimum=1))
+    option_help = {"tol": _TOL_HELP, "maxiter": "most CG iterations (as ours)"}
 
     def linear_solve(self, jaxopt, opts):
         tol, maxiter = opts["tol"], opts["maxiter"]
@@ -129,12 +123,12 @@ class JaxoptGMRES(_JaxoptRoot):
     name = "jaxopt-gmres"
     corresponds_to = "ift-gmres"
     summary = "jaxopt custom_root(F, solve=solve_gmres) around our K-step forward"
-    options = (
-        _TOL,
-        Option("maxiter", int, 1000, "most Arnoldi steps in all (as ours; jax counts restart "
-               "cycles, so it gets ⌈maxiter / restart⌉)", minimum=1),
-        Option("restart", int, 200, "Krylov dimension before a restart (as ours)", minimum=1),
-    )
+    option_help = {
+        "tol": _TOL_HELP,
+        "maxiter": "most Arnoldi steps in all (as ours; jax counts restart cycles, so it gets "
+                   "⌈maxiter / restart⌉)",
+        "restart": "Krylov dimension before a restart (as ours)",
+    }
 
     def linear_solve(self, jaxopt, opts):
         tol, restart = opts["tol"], opts["restart"]

@@ -37,12 +37,11 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from backends.peers.base import PeerStrategy, linear_tolerance
+from backends.linear_solvers import DEFAULT_TOLERANCE
+from backends.peers.base import PeerStrategy
 from problems.base import MomentumDescent
-from suite.plugin.options import Option
 
-_TOL = Option("tol", float, None, "lineax rtol = atol (default ours: 1e-10 in float64, 1e-5 in "
-              "float32)", minimum=0.0, exclusive_minimum=True)
+_TOL_HELP = f"lineax rtol = atol (default ours: {DEFAULT_TOLERANCE})"
 
 
 class _OptimistixFixedPoint(PeerStrategy):
@@ -51,11 +50,6 @@ class _OptimistixFixedPoint(PeerStrategy):
     frameworks = ("jax",)
     #: lineax tags for ∂G/∂s, G(s) = T(s) − s (only CG needs them)
     needs_symmetric: ClassVar[bool] = False
-
-    def resolve_defaults(self, opts, K, dtype, dim_x):
-        if "tol" in opts and opts.get("tol") is None:
-            opts = {**opts, "tol": linear_tolerance(dtype)}
-        return opts
 
     def adjoint(self, opts: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -145,7 +139,7 @@ class OptimistixCG(_OptimistixImplicit):
     name = "optimistix-cg"
     corresponds_to = "ift-cg"
     summary = "optimistix fixed_point (K steps) with ImplicitAdjoint(lineax.CG)"
-    options = (_TOL, Option("maxiter", int, 1000, "most CG iterations (as ours)", minimum=1))
+    option_help = {"tol": _TOL_HELP, "maxiter": "most CG iterations (as ours)"}
 
     def unsupported_reason(self, problem, framework):
         reason = super().unsupported_reason(problem, framework)
@@ -171,12 +165,12 @@ class OptimistixGMRES(_OptimistixImplicit):
     name = "optimistix-gmres"
     corresponds_to = "ift-gmres"
     summary = "optimistix fixed_point (K steps) with ImplicitAdjoint(lineax.GMRES)"
-    options = (
-        _TOL,
-        Option("maxiter", int, 1000, "most Arnoldi steps in all (as ours; lineax counts "
-               "restart cycles, so it gets ⌈maxiter / restart⌉)", minimum=1),
-        Option("restart", int, 200, "Krylov dimension before a restart (as ours)", minimum=1),
-    )
+    option_help = {
+        "tol": _TOL_HELP,
+        "maxiter": "most Arnoldi steps in all (as ours; lineax counts restart cycles, so it gets "
+                   "⌈maxiter / restart⌉)",
+        "restart": "Krylov dimension before a restart (as ours)",
+    }
 
     def linear_solver(self, lineax, opts):
         return lineax.GMRES(rtol=opts["tol"], atol=opts["tol"], restart=opts["restart"],
@@ -199,12 +193,8 @@ class OptimistixCheckpoint(_OptimistixFixedPoint):
                "binomial checkpointing in s slots")
     reverse_through_steps = True  # the counting pass counts the steps and VJPs it replays
     counts = ("step_evals", "vjp_evals")
-    options = (Option("snapshots", int, None,
-                      "checkpoint slots s (default ⌈log₂ K⌉, at least 1, as checkpoint-binomial)",
-                      minimum=1),)
-
-    def resolve_defaults(self, opts, K, dtype, dim_x):
-        return self._ours().resolve_defaults(opts, K, dtype, dim_x)
+    option_help = {"snapshots": "checkpoint slots s (default ⌈log₂ K⌉, at least 1, as "
+                                "checkpoint-binomial)"}
 
     def adjoint(self, opts):
         import optimistix as optx

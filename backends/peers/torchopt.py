@@ -32,10 +32,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from backends.base import solve_forward
-from backends.peers.base import PeerStrategy, linear_tolerance
+from backends.base import Run, solve_forward
+from backends.ift import adjoint_diagnostics
+from backends.linear_solvers import DEFAULT_TOLERANCE
+from backends.peers.base import PeerStrategy
 from problems.base import MomentumDescent
-from suite.plugin.options import Option
 
 #: torch.func inside a custom autograd backward is incompatible with saved-tensor hooks
 _IMPLICIT_TRACE_NOTE = (
@@ -58,18 +59,17 @@ class TorchoptCG(PeerStrategy):
     # torchopt's CG asks for, wrapped; solver_iters: its CG iterations (products after the
     # first, which forms r₀ = b − A·0)
     counts = ("step_evals", "hvp_evals", "solver_iters")
-    options = (
-        Option("tol", float, None, "relative residual ‖r‖/‖b‖ torchopt's CG stops at (rtol; "
-               "default ours: 1e-10 in float64, 1e-5 in float32; torchopt's own is 1e-5)",
-               minimum=0.0, exclusive_minimum=True),
-        Option("maxiter", int, 1000, "most CG iterations (ours; torchopt's own is 10·dim x)",
-               minimum=1),
-    )
+    option_help = {
+        "tol": f"relative residual ‖r‖/‖b‖ torchopt's CG stops at (rtol; default ours: "
+               f"{DEFAULT_TOLERANCE}; torchopt's own is 1e-5)",
+        "maxiter": "most CG iterations (ours; torchopt's own is 10·dim x)",
+    }
 
-    def resolve_defaults(self, opts, K, dtype, dim_x):
-        if opts.get("tol") is None:
-            opts = {**opts, "tol": linear_tolerance(dtype)}
-        return opts
+    def diagnose(self, run: Run) -> None:
+        # the adjoint its CG solved for (returned as ours is), checked as ours
+        if run.adjoint is not None:
+            run.diagnostics.update(adjoint_diagnostics(run.prepared, run.x, run.adjoint))
+        super().diagnose(run)
 
     def trace_unmeasurable(self, framework):
         return _IMPLICIT_TRACE_NOTE

@@ -22,6 +22,7 @@ class JaxFramework(Framework):
     name = "jax"
     order = 1
     packages = ("jax", "jaxlib")
+    compiles = True
 
     def __init__(self, device: str, dtype: str):
         super().__init__(device, dtype)

@@ -44,6 +44,9 @@ class Framework(ABC):
     #: the distributions this framework's programs (and so its deterministic meters) depend
     #: on, besides python: what a machine fingerprint and a baseline record of it
     packages: ClassVar[tuple[str, ...]] = ()
+    #: whether the first call compiles the program (JAX), so that its excess over the median
+    #: time is recorded as ``compile_s``; eager frameworks record null
+    compiles: ClassVar[bool] = False
 
     def __init__(self, device: str, dtype: str):
         self.device_name = device
