@@ -29,11 +29,6 @@ from pathlib import Path
 
 #: imported once by the server, before any fork: what every point needs
 PRELOAD = ("numpy", "memray", "psutil", "suite.measure", "suite.worker")
-#: imported too where installed (a framework that fails to import fails its points, not others)
-PRELOAD_OPTIONAL = ("torch", "array_api_compat.torch", "jax", "jax.numpy",
-                    # imported by torch on first use of checkpointing and forward-mode AD
-                    # (with sympy: 1.4 s that every such point would pay again)
-                    "torch._dynamo", "torch._decomp.decompositions_for_jvp")
 
 
 def _send(message: dict) -> None:
@@ -76,11 +71,15 @@ def serve() -> None:
     _die_with_parent()
     for name in PRELOAD:
         importlib.import_module(name)
-    for name in PRELOAD_OPTIONAL:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
+    import suite.frameworks
+
+    # where installed: a framework that fails to import fails its own points, not the others'
+    for framework in suite.frameworks.registry().values():
+        for name in framework.preload:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
     import problems
 
     for problem in problems.registry().values():  # the modules a problem's data needs

@@ -23,6 +23,7 @@ class JaxFramework(Framework):
     order = 1
     packages = ("jax", "jaxlib")
     compiles = True
+    preload = ("jax", "jax.numpy")
 
     def __init__(self, device: str, dtype: str):
         super().__init__(device, dtype)

@@ -85,6 +85,10 @@ class TorchFramework(Framework):
     name = "torch"
     order = 0  # listed first, and the first adapter references try (eager: no tracing limits)
     packages = ("torch",)
+    # torch._dynamo and the JVP decompositions load (with sympy) on the first checkpointed or
+    # forward-mode gradient: 1.4 s that every such point would pay again
+    preload = ("torch", "array_api_compat.torch", "torch._dynamo",
+               "torch._decomp.decompositions_for_jvp")
 
     def __init__(self, device: str, dtype: str):
         super().__init__(device, dtype)

@@ -47,6 +47,9 @@ class Framework(ABC):
     #: whether the first call compiles the program (JAX), so that its excess over the median
     #: time is recorded as ``compile_s``; eager frameworks record null
     compiles: ClassVar[bool] = False
+    #: modules a sweep's fork server imports once, before any fork, where installed: the
+    #: framework and the parts of it that would otherwise load on a point's first use
+    preload: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, device: str, dtype: str):
         self.device_name = device
