@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from backends.binomial_schedule import minimal_advances
+from reports import figure_groups
 from reports.units import format_bytes, format_seconds
 from suite import analysis
 
@@ -97,7 +98,7 @@ def _top_slope(group: pd.DataFrame, variable: str, metric: str,
 def _figure_anchor(row: pd.Series | dict, held: str, panel: str) -> str:
     """The id of the report's ``panel`` figure ("peak", "time", "grad_norm", …) of the figure
     group holding ``held`` ("n" for figures against K) at the row's value."""
-    group = analysis.FigureGroup(
+    group = figure_groups.FigureGroup(
         "K" if held == "n" else "n", held, float(row[held]),
         (("problem", row["problem"]), ("problem_options", row["problem_options"]),
          ("dtype", row["dtype"])), pd.DataFrame())

@@ -1,7 +1,7 @@
 """Template-ready views of each problem's figures and tables, and of the summary.
 
 Per problem: one group of K figures per (n, problem options, dtype) with a K sweep, one group
-of n figures per K with an n sweep (``analysis.figure_groups``), a Pareto front per (n,
+of n figures per K with an n sweep (``reports.figure_groups``), a Pareto front per (n,
 options) at its largest K, the crossover table, the per-step tape cost, timing and every fitted
 exponent. Every cell is formatted text (Jinja2 escapes it); figures are base64 SVG.
 """
@@ -12,7 +12,7 @@ import base64
 
 import pandas as pd
 
-from reports import figures, fit_summary, peers
+from reports import figure_groups, figures, fit_summary, peers
 from reports.cells import cell, format_exponent, table
 from suite import analysis
 
@@ -65,7 +65,7 @@ HEADERS = {"strategy_options": "options", "problem_options": "problem options",
            "compile_s": "compile", "inner_residual": "‖F(θ, x_K)‖"}
 
 
-def figure_title(group: analysis.FigureGroup) -> str:
+def figure_title(group: figure_groups.FigureGroup) -> str:
     """A figure group's title: problem, held size, problem options (if any), dtype."""
     info = dict(group.keys)
     extra = [str(info["problem_options"])] if info.get("problem_options") else []
@@ -73,7 +73,7 @@ def figure_title(group: analysis.FigureGroup) -> str:
                       str(info["dtype"])])
 
 
-def _group_figures(group: analysis.FigureGroup, specs) -> list[dict]:
+def _group_figures(group: figure_groups.FigureGroup, specs) -> list[dict]:
     out = []
     for key, metrics, guides, caption in specs:
         fig = figures.series_figure(group.frame, group.variable, metrics, title=figure_title(group),
@@ -87,7 +87,7 @@ def _group_figures(group: analysis.FigureGroup, specs) -> list[dict]:
     return out
 
 
-def _time_split(group: analysis.FigureGroup) -> list[dict]:
+def _time_split(group: figure_groups.FigureGroup) -> list[dict]:
     """Forward vs backward time of every series of a K group, at its largest K."""
     top = group.frame[group.frame["K"] == group.frame["K"].max()]
     K = int(top["K"].iloc[0])
@@ -149,13 +149,13 @@ def problem_section(problem: str, frame: pd.DataFrame) -> dict:
     k_groups = [{"title": figure_title(g), "slug": g.slug(),
                  "series": len(g.frame.groupby(["backend", "framework", "strategy_options"])),
                  "figures": _group_figures(g, K_FIGURES) + _time_split(g)}
-                for g in analysis.figure_groups(sub, "K")]
+                for g in figure_groups.figure_groups(sub, "K")]
     # the group with the most series first (gd: the 11 strategies at n = 50 before forward)
     k_groups.sort(key=lambda g: -g["series"])
     n_groups = [{"title": figure_title(g), "slug": g.slug(),
                  "series": len(g.frame.groupby(["backend", "framework", "strategy_options"])),
                  "figures": _group_figures(g, N_FIGURES)}
-                for g in analysis.figure_groups(sub, "n")]
+                for g in figure_groups.figure_groups(sub, "n")]
     cross = analysis.crossovers(sub)
     tape = analysis.tape_cost(sub)
     timing = analysis.timing(sub)

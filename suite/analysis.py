@@ -1,5 +1,5 @@
 """Analysis of a results frame: scaling exponents against theory, crossovers, Pareto fronts,
-per-step tape cost, the figure groups of the report.
+per-step tape cost.
 
 Everything here is a pure function of the records (a pandas DataFrame from
 ``suite.records.load_frame``), so it can be tested on a frame built by hand.
@@ -8,14 +8,13 @@ A *series* is one (problem, backend, framework, device, dtype, seed, problem opt
 options) at one n (swept over K) or at one K (swept over n). Nothing here aggregates across two
 series: medians are taken only over records of the same point (repeated records of one point).
 How the report words and formats these results (summary verdicts, notes on disagreeing fits,
-figure titles, cell formats) is ``reports/``'s business: ``reports.fit_summary``,
-``reports.cells``.
+which records make one figure, figure titles, cell formats) is ``reports/``'s business:
+``reports.fit_summary``, ``reports.figure_groups``, ``reports.cells``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -173,46 +172,6 @@ def scaling_exponents(frame: pd.DataFrame, variable: str = "K", tail: int | None
     return pd.DataFrame(rows, columns=[*SERIES, fixed, "variable", "metric", "slope", "points",
                                        "x_min", "x_max", "used", "dropped", "theory_lo",
                                        "theory_hi", "agrees", "fitted", "verdict", "all_zero"])
-
-
-# --------------------------------------------------------------------------- figure groups
-@dataclass(frozen=True)
-class FigureGroup:
-    """The records of one figure: every series of one problem, problem options, dtype, device
-    and seed at one value of the held size (``held`` = "n" for K figures, "K" for n figures)."""
-
-    variable: str
-    held: str
-    value: float
-    keys: tuple[tuple[str, object], ...]
-    frame: pd.DataFrame
-
-    @property
-    def problem(self) -> str:
-        return str(dict(self.keys)["problem"])
-
-    def slug(self) -> str:
-        info = dict(self.keys)
-        parts = [info["problem"], f"{self.held}{self.value:g}", info["problem_options"],
-                 info["dtype"]]
-        raw = "-".join(str(p) for p in parts if p)
-        return "".join(c if c.isalnum() or c in "-_" else "_" for c in raw).strip("-_")
-
-
-def figure_groups(frame: pd.DataFrame, variable: str = "K") -> list[FigureGroup]:
-    """Every (problem, problem options, dtype, device, seed, held size) in which at least one
-    series is measured at ≥ 2 values of ``variable``, with *all* its ok records — every
-    (strategy, framework) measured there, single points included."""
-    held = "n" if variable == "K" else "K"
-    data = ok_rows(frame)
-    out = []
-    for key, group in data.groupby(GROUP_KEYS + [held], dropna=False, sort=True):
-        swept = group.groupby(["backend", "framework", "strategy_options"])[variable].nunique()
-        if swept.max() < 2:
-            continue
-        out.append(FigureGroup(variable, held, float(key[-1]),
-                               tuple(zip(GROUP_KEYS, key[:-1], strict=True)), group))
-    return out
 
 
 # --------------------------------------------------------------------------- crossovers

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import figures, fit_summary
+from reports import figure_groups, figures, fit_summary
 from reports.problem_sections import figure_title
 from suite import analysis
 from suite.records import RECORD_FIELDS, Record
@@ -88,7 +88,7 @@ def _pairs(data: pd.DataFrame) -> set[tuple[str, str]]:
 
 
 def test_k_figure_groups_are_every_n_and_problem_option_with_a_k_sweep(frame):
-    groups = analysis.figure_groups(frame, "K")
+    groups = figure_groups.figure_groups(frame, "K")
     keys = {(g.problem, g.value, dict(g.keys)["problem_options"]) for g in groups}
     # gd at n = 50 (11 strategies) and at n = 10 (forward) separately; n = 100, 200 have one K;
     # savi's decoder and encoder runs never share a figure
@@ -100,7 +100,7 @@ def test_k_figure_groups_are_every_n_and_problem_option_with_a_k_sweep(frame):
 @pytest.mark.parametrize("metrics", [("peak_bytes",), ("trace_bytes",), ("time_s",),
                                      figures.ERRORS, ("grad_norm",)])
 def test_each_k_figure_plots_every_series_of_its_group_and_nothing_else(frame, metrics):
-    for group in analysis.figure_groups(frame, "K"):
+    for group in figure_groups.figure_groups(frame, "K"):
         info = dict(group.keys)
         fig = figures.series_figure(group.frame, "K", metrics, title=figure_title(group))
         assert fig.svg is not None and "<svg" in fig.svg
@@ -112,13 +112,13 @@ def test_each_k_figure_plots_every_series_of_its_group_and_nothing_else(frame, m
             # every (series, K) of the records is a drawn point, none invented
             assert set(zip(shown["backend"], shown["framework"], shown["K"], strict=True)) == \
                 set(zip(records["backend"], records["framework"], records["K"], strict=True))
-    gd50 = next(g for g in analysis.figure_groups(frame, "K") if g.value == 50)
+    gd50 = next(g for g in figure_groups.figure_groups(frame, "K") if g.value == 50)
     data = figures.series_figure(gd50.frame, "K", ("peak_bytes",)).data
     assert len(_pairs(data)) == 22 and set(data["backend"]) == set(GD_STRATEGIES)
 
 
 def test_n_figure_groups_plot_every_series_at_their_k(frame):
-    groups = analysis.figure_groups(frame, "n")
+    groups = figure_groups.figure_groups(frame, "n")
     assert [(g.problem, g.value) for g in groups] == [("gd", 1000)]
     fig = figures.series_figure(groups[0].frame, "n", ("peak_bytes",))
     records = _records(frame, problem="gd", K=1000)
@@ -131,7 +131,7 @@ def test_n_figure_groups_plot_every_series_at_their_k(frame):
 
 
 def test_zero_errors_and_zero_trace_bytes_are_drawn_at_a_stated_floor(frame):
-    gd50 = next(g for g in analysis.figure_groups(frame, "K") if g.value == 50)
+    gd50 = next(g for g in figure_groups.figure_groups(frame, "K") if g.value == 50)
     errors = figures.series_figure(gd50.frame, "K", figures.ERRORS).data
     # both errors of every series are plotted
     assert set(errors["metric"]) == set(figures.ERRORS)
@@ -237,7 +237,7 @@ def test_cells_never_read_negative_zero():
 
 
 def test_time_split_shows_every_series_at_the_largest_k(frame):
-    gd50 = next(g for g in analysis.figure_groups(frame, "K") if g.value == 50)
+    gd50 = next(g for g in figure_groups.figure_groups(frame, "K") if g.value == 50)
     top = gd50.frame[gd50.frame["K"] == 1000]
     fig = figures.time_split_plot(top)
     assert _pairs(fig.data) == _pairs(top) and len(fig.data) == 22
@@ -253,7 +253,7 @@ def test_two_dtypes_are_two_figure_groups_and_two_summary_rows():
     rows = [record("gd", "unrolled", "torch", 20, K, dtype=dtype, peak=1000 * K, trace=800 * K,
                    time=1e-4 * K) for dtype in ("float32", "float64") for K in KS]
     frame = to_frame(rows)
-    groups = analysis.figure_groups(frame, "K")
+    groups = figure_groups.figure_groups(frame, "K")
     assert sorted(dict(g.keys)["dtype"] for g in groups) == ["float32", "float64"]
     assert all(len(g.frame) == 3 for g in groups)
     assert sorted(fit_summary.summary(frame)["dtype"]) == ["float32", "float64"]

@@ -92,11 +92,11 @@ def test_report_renders_in_headless_chromium(quick_run, tmp_path):
 def test_quick_report_plots_every_series_of_its_k_sweep(quick_run):
     """The quick sweep (gd, n = 8, K ∈ {10, 100}): one K figure group holding every ok
     (strategy, framework), both errors in its figures, the summary without merged rows."""
-    from reports import figures, fit_summary
+    from reports import figure_groups, figures, fit_summary
     from suite import analysis
 
     frame = analysis.annotate(load_frame(quick_run))
-    groups = analysis.figure_groups(frame, "K")
+    groups = figure_groups.figure_groups(frame, "K")
     assert [(g.problem, g.value) for g in groups] == [("gd", 8)]
     ok = frame[frame["status"] == "ok"]
     fig = figures.series_figure(groups[0].frame, "K", figures.ERRORS)
