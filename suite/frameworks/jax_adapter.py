@@ -49,15 +49,6 @@ class JaxFramework(Framework):
         return None
 
     @classmethod
-    def versions(cls) -> dict[str, str]:
-        try:
-            import jax
-            import jaxlib
-        except ImportError:
-            return {}
-        return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
-
-    @classmethod
     def configure_threads(cls, threads: int) -> None:
         # XLA reads its thread settings from XLA_FLAGS at import; the worker sets them (and the
         # CPU affinity that bounds every pool) before importing jax. Nothing to do afterwards.

@@ -113,14 +113,6 @@ class TorchFramework(Framework):
         return None
 
     @classmethod
-    def versions(cls) -> dict[str, str]:
-        try:
-            import torch
-        except ImportError:
-            return {}
-        return {"torch": torch.__version__}
-
-    @classmethod
     def configure_threads(cls, threads: int) -> None:
         import torch
 

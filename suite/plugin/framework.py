@@ -62,10 +62,6 @@ class Framework(ABC):
     def unavailable_reason(cls, device: str = "cpu") -> str | None:
         """None if the framework can run on ``device`` here, else why not."""
 
-    @classmethod
-    def versions(cls) -> dict[str, str]:
-        return {}
-
     # ---- arrays -------------------------------------------------------------------------
     @property
     @abstractmethod
