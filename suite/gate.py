@@ -20,7 +20,11 @@ A cell is one (problem, strategy, framework, dtype, n, K, options). Rules:
   processes of the same code differ by more than their blocks say: :class:`Spread`), and,
   where both sides carry their blocks, the one-sided Mann–Whitney U test (``compare``'s) says
   the shift is significant (p < 0.001); and the run fails as a whole when the cells' median
-  ratio is more than 25 % above 1;
+  ratio is more than 25 % above 1. A cell's ratio can also sit in one of several modes fixed
+  per process (a compiled program's layout: on the 2-core AMD VM, 8 gate runs of unchanged code
+  read savi/ift-cg/jax K=128 at 0.12–0.13 or 0.44–0.46): ``gate --update-baseline`` measures
+  the sweep in several processes and records each cell's ``time_process_range`` (largest over
+  smallest ratio), and a cell is judged against its reference times that range;
 * a baseline cell missing from the run, or a run cell missing from the baseline, fails.
 
 Deterministic meters, peaks and errors do not depend on the CPU: they live in
@@ -203,19 +207,37 @@ def _samples(value: Any) -> list[float] | None:
     return None if any(math.isnan(v) for v in out) else out
 
 
+def process_ranges(frames: list[pd.DataFrame]) -> dict[str, float]:
+    """Per cell timed in two or more of ``frames`` (runs of the same code, one process per
+    point each): its largest ``time_ratio`` over its smallest."""
+    seen: dict[str, list[float]] = {}
+    for frame in frames:
+        for _, row in frame[frame["status"] == "ok"].iterrows():
+            ratio = _number(row.get("time_ratio"))
+            if ratio is not None and ratio > 0:
+                seen.setdefault(cell_key(row), []).append(float(ratio))
+    return {key: max(r) / min(r) for key, r in seen.items() if len(r) >= 2}
+
+
 def build_baseline(frame: pd.DataFrame, config_name: str,
                    measured_on: dict[str, Any] | None = None,
-                   git: dict[str, Any] | None = None) -> dict[str, Any]:
+                   git: dict[str, Any] | None = None,
+                   ranges: dict[str, float] | None = None) -> dict[str, Any]:
     """The machine-independent baseline: deterministic meters, peaks, error thresholds; with
-    the commit they were measured at (the paired path's base) and the machine."""
+    the commit they were measured at (the paired path's base) and the machine; and, where the
+    sweep was measured in several processes, each timed cell's ``time_process_range``
+    (:func:`process_ranges`)."""
     cells: dict[str, dict[str, Any]] = {}
     for _, row in frame[frame["status"] == "ok"].iterrows():
-        cells[cell_key(row)] = {
+        key = cell_key(row)
+        cells[key] = {
             **{m: _number(row[m]) for m in DETERMINISTIC},
             "peak_bytes": _number(row["peak_bytes"]),
             "grad_rel_error": _number(row["grad_rel_error"]),
             "grad_rel_error_threshold": error_threshold(row["grad_rel_error"]),
         }
+        if ranges and key in ranges:
+            cells[key]["time_process_range"] = round(ranges[key], 3)
     versions = package_versions()
     return {"config": config_name,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -227,6 +249,18 @@ def build_baseline(frame: pd.DataFrame, config_name: str,
                       "time_tripwire": TIME_TRIPWIRE,
                       "exponent_tolerance": analysis.EXPONENT_TOLERANCE},
             "cells": dict(sorted(cells.items()))}
+
+
+def describe_ranges(baseline: dict[str, Any], processes: int) -> str:
+    """One line for ``--update-baseline``: the processes measured and the cells whose time
+    ratio moved between them by more than the tripwire."""
+    if processes < 2:
+        return "time: one process per cell measured: no process ranges recorded"
+    wide = sorted(((c["time_process_range"], k) for k, c in baseline["cells"].items()
+                   if c.get("time_process_range", 1) > 1 + TIME_TRIPWIRE), reverse=True)
+    listed = "; ".join(f"{k} ×{r:.2f}" for r, k in wide) or "none"
+    return (f"time: {processes} processes per cell; ratio ranges beyond "
+            f"{TIME_TRIPWIRE:.0%}: {listed}")
 
 
 def build_time_baseline(frame: pd.DataFrame, config_name: str, fingerprint: dict[str, Any],
@@ -311,11 +345,14 @@ def time_finding(key: str, base: dict[str, Any], row: pd.Series | dict,
     old, new = _number(base.get("time_ratio")), _number(row.get("time_ratio"))
     if old is None or new is None or old <= 0 or new <= 0:
         return None
-    if new <= (1 + TIME_TRIPWIRE) * old:
+    # the slowest mode processes of the reference's code were seen in (1: a single mode)
+    reach = max(_number(base.get("time_process_range")) or 1.0, 1.0)
+    if new <= (1 + TIME_TRIPWIRE) * old * reach:
         return None
     rule = (f"time: ratio to unrolled at most {TIME_TRIPWIRE:.0%} above "
             + ("the base commit's, measured beside it" if reference.method == "paired"
-               else "this machine's time baseline"))
+               else "this machine's time baseline")
+            + (f" × the cell's process range {reach:.2f}" if reach > 1 else ""))
     if spread is not None:
         z = (math.log(new / old) - spread.median) / max(spread.sigma, 1e-12)
         if z < SPREAD_Z:
@@ -401,7 +438,8 @@ def compare(frame: pd.DataFrame, baseline: dict[str, Any],
         old_ratio = _number(time_base.get("time_ratio")) if time_base is not None else None
         new_ratio = _number(row.get("time_ratio"))
         if not itself and old_ratio and new_ratio and old_ratio > 0 and new_ratio > 0:
-            timed.append((key, time_base, row))
+            timed.append((key, {**time_base,
+                                "time_process_range": base.get("time_process_range")}, row))
     if time is not None:
         judge_time(result, timed, time)
 

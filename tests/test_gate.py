@@ -121,6 +121,28 @@ def test_time_ratio_tripwire(clean_run, factor, fails):
         assert [f.metric for f in result.failures] == ["time_ratio"]
 
 
+@pytest.mark.parametrize("factor, fails", [(1.40, False), (2.0, True)])
+def test_a_cell_is_judged_against_its_reference_times_its_process_range(clean_run, factor,
+                                                                        fails):
+    """A cell whose ratio ranged over ×1.5 between the baseline's processes: ×1.4 with every
+    block above the slowest before (a failure without the range, test above) is a ratio the
+    reference's own code reached and passes; ×2.0 is beyond 1.25 × 1.5 and fails, saying so."""
+    _, frame, baseline = clean_run
+    i = _cell(frame, "checkpoint-sqrt", "jax", 128)
+    key = gate.cell_key(frame.loc[i])
+    wide = {**baseline, "cells": {**baseline["cells"],
+                                  key: {**baseline["cells"][key], "time_process_range": 1.5}}}
+    doctored = frame.copy()
+    doctored.loc[i, "time_ratio"] = frame.loc[i, "time_ratio"] * factor
+    slowest = max(frame.loc[i, "time_ratios"])
+    doctored.at[i, "time_ratios"] = [max(r * factor, slowest * 1.01)
+                                     for r in frame.loc[i, "time_ratios"]]
+    result = gate.compare(doctored, wide, time=_own_time(frame))
+    assert [f.cell for f in result.failures] == ([key] if fails else [])
+    if fails:
+        assert "× the cell's process range 1.50" in result.failures[0].rule
+
+
 def test_error_threshold(clean_run):
     _, frame, baseline = clean_run
     doctored = frame.copy()

@@ -20,6 +20,7 @@ import pytest
 
 from suite import fingerprint as fp
 from suite import gate, gate_sweep
+from suite.cli import main
 from suite.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +138,41 @@ def test_time_fails_only_on_a_significant_slowdown_beyond_25_percent(factor, fai
     assert (finding is not None) is fails
     if fails:
         assert "Mann–Whitney p = " in finding.rule and "base commit" in finding.rule
+
+
+def test_process_ranges_are_each_cells_largest_ratio_over_its_smallest():
+    """Three runs of one sweep: a cell read 0.12, 0.46, 0.13 (×3.83); one timed in a single
+    run has no range; a failed point and a missing ratio count for nothing."""
+    def run(*cells):
+        return pd.DataFrame([{"problem": "savi", "backend": b, "framework": "jax",
+                              "dtype": "float64", "n": 2, "K": 128, "options_str": "",
+                              "status": status, "time_ratio": ratio}
+                             for b, status, ratio in cells])
+    frames = [run(("ift-cg", "ok", 0.12), ("ift-direct", "ok", 0.5)),
+              run(("ift-cg", "ok", 0.46), ("ift-direct", "error", 9.0)),
+              run(("ift-cg", "ok", 0.13), ("ift-direct", "ok", None))]
+    ranges = gate.process_ranges(frames)
+    assert ranges == {"savi/ift-cg/jax/float64/n=2/K=128": pytest.approx(0.46 / 0.12)}
+    baseline = {"cells": {"a": {"time_process_range": 3.833}, "b": {"time_process_range": 1.1},
+                          "c": {}}}
+    assert gate.describe_ranges(baseline, 3) == "time: 3 processes per cell; ratio ranges " \
+                                                "beyond 25%: a ×3.83"
+    assert "no process ranges" in gate.describe_ranges(baseline, 1)
+
+
+def test_a_ratio_within_the_references_process_range_passes_and_beyond_it_fails():
+    """The reference read 0.12 in this process, but its processes ranged over ×3.8 (0.12 or
+    0.46): 0.46 now, every block above every block before, is one of its modes; 0.46 × 1.4
+    is not."""
+    base = [0.12 + 0.001 * i for i in range(11)]
+    for now_ratio, fails in ((0.46, False), (0.46 * 1.4, True)):
+        now = [now_ratio + 0.001 * i for i in range(11)]
+        row = {"time_ratio": float(pd.Series(now).median()), "time_ratios": now}
+        cell = {**_ref(base).cells["c"], "time_process_range": 3.8}
+        finding = gate.time_finding("c", cell, row, _ref(base))
+        assert (finding is not None) is fails
+        # without the range, both are failures
+        assert gate.time_finding("c", _ref(base).cells["c"], row, _ref(base)) is not None
 
 
 def test_a_median_beyond_25_percent_that_the_spread_explains_passes():
@@ -290,3 +326,18 @@ def test_every_cell_slower_fails_as_a_whole():
     result = _judged([1.5 * r for r in scatter], [1.0] * 10)
     (whole,) = [f for f in result.failures if f.metric == "time_ratio (median over cells)"]
     assert whole.now == pytest.approx(1.5 * 1.005, rel=1e-3)
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--processes", "3"], "ift-bench: error: --processes: 3 without --update-baseline "
+                           "(allowed: a number of sweeps, only with --update-baseline)"),
+    (["--update-baseline", "--processes", "0"],
+     "ift-bench: error: --processes: '0' is out of range (allowed: an integer >= 1 and <= 50)"),
+])
+def test_processes_is_a_number_of_sweeps_for_update_baseline_only(argv, line, tmp_path, capsys):
+    """One line naming the field, exit 2, before anything is swept or written."""
+    baseline = tmp_path / "baseline.json"
+    assert main(["gate", "--baseline", str(baseline), "--results", str(tmp_path / "r"),
+                 *argv]) == 2
+    assert capsys.readouterr().err.strip() == line
+    assert not baseline.exists() and not (tmp_path / "r").exists()
