@@ -24,7 +24,9 @@ A cell is one (problem, strategy, framework, dtype, n, K, options). Rules:
   per process (a compiled program's layout: on the 2-core AMD VM, 8 gate runs of unchanged code
   read savi/ift-cg/jax K=128 at 0.12–0.13 or 0.44–0.46): ``gate --update-baseline`` measures
   the sweep in several processes and records each cell's ``time_process_range`` (largest over
-  smallest ratio), and a cell is judged against its reference times that range;
+  smallest ratio), and a cell is judged against its reference times that range; a cell that
+  still fails is measured again in ``TIME_CONFIRMATIONS`` fresh processes
+  (``gate_sweep.confirm_time``) and fails only if it fails in every one;
 * a baseline cell missing from the run, or a run cell missing from the baseline, fails.
 
 Deterministic meters, peaks and errors do not depend on the CPU: they live in
@@ -57,6 +59,9 @@ DETERMINISTIC = ("trace_bytes", "step_evals", "vjp_evals", "jvp_evals", "hvp_eva
 DETERMINISTIC_TOLERANCE = 0.01
 PEAK_TOLERANCE, PEAK_SLACK_BYTES = 0.05, 64 * 1024
 TIME_TRIPWIRE = 0.25
+#: fresh processes a cell's time finding is measured again in; it fails the gate only if the
+#: cell fails the time rule in every one of them too (:func:`clear_unconfirmed`)
+TIME_CONFIRMATIONS = 2
 #: (problem, strategy) series whose trace exponent cannot reach its theory band at any K the
 #: gate can afford, and why. Their trace_bytes are still compared with the baseline at each K.
 EXPONENT_EXEMPT = {
@@ -127,6 +132,8 @@ class GateResult:
     rebased: list[Finding] = field(default_factory=list)
     #: exponents outside their band in an ``EXPONENT_EXEMPT`` series (not failures)
     exempt: list[Finding] = field(default_factory=list)
+    #: time findings a fresh process did not confirm (:func:`clear_unconfirmed`; not failures)
+    time_cleared: list[Finding] = field(default_factory=list)
     version_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     cells: int = 0
     #: what time was judged against, or None with ``time_not_judged`` saying why
@@ -157,6 +164,7 @@ class GateResult:
                 "failures": [asdict(f) for f in self.failures],
                 "rebased": [asdict(f) for f in self.rebased],
                 "exempt": [asdict(f) for f in self.exempt],
+                "time_cleared": [asdict(f) for f in self.time_cleared],
                 "version_changes": {k: list(v) for k, v in self.version_changes.items()},
                 "time": time, "fingerprint": self.fingerprint,
                 "baseline_fingerprint": self.baseline_fingerprint}
@@ -368,6 +376,46 @@ def time_finding(key: str, base: dict[str, Any], row: pd.Series | dict,
                    rule)
 
 
+def time_cell(baseline: dict[str, Any], reference: TimeReference,
+              key: str) -> dict[str, Any] | None:
+    """What a cell's time is judged against: the reference's ratio and samples, with the
+    baseline's process range for the cell."""
+    cell = reference.cells.get(key)
+    if cell is None:
+        return None
+    return {**cell, "time_process_range":
+            baseline.get("cells", {}).get(key, {}).get("time_process_range")}
+
+
+def clear_unconfirmed(result: GateResult, baseline: dict[str, Any],
+                      remeasured: list[pd.DataFrame]) -> None:
+    """Keep a cell's time finding only where the cell fails the time rule again in every frame
+    of ``remeasured`` (the cell measured anew, each time in a fresh process), judged against the
+    same reference and the first run's spread; otherwise move it to ``result.time_cleared``
+    with the ratios the fresh processes read. A cell missing from a frame (its point failed)
+    keeps its finding."""
+    reference = result.time_reference
+    if reference is None:
+        return
+    for finding in [f for f in result.failures if f.metric == "time_ratio"]:
+        ratios, confirmed = [], True
+        for frame in remeasured:
+            row = next((r for _, r in frame[frame["status"] == "ok"].iterrows()
+                        if cell_key(r) == finding.cell), None)
+            if row is None:
+                continue
+            ratios.append(_number(row.get("time_ratio")))
+            if time_finding(finding.cell, time_cell(baseline, reference, finding.cell), row,
+                            reference, result.time_spread) is None:
+                confirmed = False
+        if not confirmed:
+            result.failures.remove(finding)
+            read = ", ".join(f"{r:.4g}" for r in ratios if r is not None)
+            finding.rule = (f"not confirmed: {finding.now} in the gate's process, {read} in "
+                            f"fresh processes — a mode of the cell, not a regression")
+            result.time_cleared.append(finding)
+
+
 def percent_change(base: float, now: float) -> str:
     if base == 0:
         return "n/a" if now == 0 else "+∞"
@@ -433,13 +481,12 @@ def compare(frame: pd.DataFrame, baseline: dict[str, Any],
             if error is None or error > threshold:
                 result.failures.append(Finding(key, "grad_rel_error", threshold, error,
                                                "–", "error: below the cell's threshold"))
-        time_base = time.cells.get(key) if time is not None else None
+        time_base = time_cell(baseline, time, key) if time is not None else None
         itself = row.get("time_ratio_to") == row["backend"]  # its ratio is 1 by definition
         old_ratio = _number(time_base.get("time_ratio")) if time_base is not None else None
         new_ratio = _number(row.get("time_ratio"))
         if not itself and old_ratio and new_ratio and old_ratio > 0 and new_ratio > 0:
-            timed.append((key, {**time_base,
-                                "time_process_range": base.get("time_process_range")}, row))
+            timed.append((key, time_base, row))
     if time is not None:
         judge_time(result, timed, time)
 
@@ -512,6 +559,8 @@ def render(result: GateResult) -> str:
                      "baseline cells")
     else:
         lines.append(f"gate: passed — {result.cells} cells within their rules")
+    for f in result.time_cleared:
+        lines.append(f"time finding cleared: {f.cell} time_ratio {f.baseline} → {f.rule}")
     for f in result.exempt:
         lines.append(f"exempt from the exponent rule: {f.cell} slope {f.now} "
                      f"(band {f.baseline}): {f.rule.removeprefix('exempt: ')}")

@@ -25,19 +25,16 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from suite import gate
-from suite.config import SweepConfig
+from suite.config import Grid, SweepConfig
 from suite.plugin.errors import UsageError
 from suite.rundir import RunDir
 from suite.sweep import run_sweep
 from suite.timing import TIMING_LOCK_ENV
-
-#: kept for the tests that name it: the base commit's source tree while it runs (the layout
-#: is RunDir's)
 
 
 class BaseUnavailable(Exception):
@@ -242,4 +239,34 @@ def measure(config: SweepConfig, results: Path, baseline: dict[str, Any], *,
         return GateSweep(result.run_dir, False, None, reason, fingerprint)
     return GateSweep(result.run_dir, False, reference_from_run(result.run_dir), None,
                      fingerprint)
+
+
+def confirm_time(config: SweepConfig, results: Path, run_dir: Path, outcome: gate.GateResult,
+                 baseline: dict[str, Any], *, jobs: int = 2, progress: bool = True,
+                 say: Callable[[str], None] = print) -> None:
+    """Measure each cell with a time finding again, ``gate.TIME_CONFIRMATIONS`` times, each
+    time in a fresh process (a sweep of those cells alone, ``RUN_DIR-confirm-<i>``), and keep
+    the finding only where every one fails the time rule too (``gate.clear_unconfirmed``): a
+    compiled program's ratio can sit in a mode fixed per process that the baseline's processes
+    did not show, and one process cannot tell that from a regression."""
+    cells = {f.cell for f in outcome.failures if f.metric == "time_ratio"}
+    if not cells or outcome.time_reference is None:
+        return
+    frame = RunDir(run_dir).frame()
+    grids = tuple(
+        Grid(n=(int(row["n"]),), K=(int(row["K"]),), problems=(row["problem"],),
+             backends=(row["backend"],), frameworks=(row["framework"],), dtypes=(row["dtype"],),
+             options=dict(row["options"] or {}))
+        for _, row in frame[frame["status"] == "ok"].iterrows() if gate.cell_key(row) in cells)
+    again = replace(config, grids=grids)
+    say(f"gate: {len(cells)} time finding(s); measuring those cells again in fresh processes "
+        f"({gate.TIME_CONFIRMATIONS}×)")
+    frames = []
+    for i in range(gate.TIME_CONFIRMATIONS):
+        result = run_sweep(again, results, jobs=jobs, progress=progress,
+                           run_id=f"{run_dir.name}-confirm-{i + 1}")
+        if result.interrupted:
+            return
+        frames.append(RunDir(result.run_dir).frame())
+    gate.clear_unconfirmed(outcome, baseline, frames)
 

@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 
-from suite import gate
+from suite import gate, gate_sweep
 from suite.cli import main
 from suite.config import build_config
 from suite.rundir import load_frame
@@ -141,6 +141,30 @@ def test_a_cell_is_judged_against_its_reference_times_its_process_range(clean_ru
     assert [f.cell for f in result.failures] == ([key] if fails else [])
     if fails:
         assert "× the cell's process range 1.50" in result.failures[0].rule
+
+
+def test_a_time_finding_is_measured_again_in_fresh_processes_and_kept_when_confirmed(
+        clean_run, tmp_path, capsys):
+    """A reference at half the cell's ratio: the cell fails the time rule; ``confirm_time``
+    sweeps that cell alone, twice, each in a fresh process (the re-measured records are that
+    cell's, key for key), and every one fails too, so the finding stands."""
+    run_dir, frame, baseline = clean_run
+    i = _cell(frame, "ift-cg", "torch", 128)
+    key = gate.cell_key(frame.loc[i])
+    reference = _own_time(frame)
+    halved = {**reference.cells[key], "time_ratio": reference.cells[key]["time_ratio"] / 2,
+              "time_ratios": [r / 2 for r in reference.cells[key]["time_ratios"]]}
+    reference.cells[key] = halved
+    outcome = gate.compare(frame, baseline, time=reference)
+    assert [(f.cell, f.metric) for f in outcome.failures] == [(key, "time_ratio")]
+    gate_sweep.confirm_time(build_config(MINI, name="mini-gate"), tmp_path, run_dir, outcome,
+                            baseline, progress=False)
+    again = sorted(tmp_path.glob(f"{run_dir.name}-confirm-*"))
+    assert [p.name[-9:] for p in again] == ["confirm-1", "confirm-2"]
+    for path in again:
+        assert [gate.cell_key(r) for _, r in load_frame(path).iterrows()] == [key]
+    assert [f.cell for f in outcome.failures] == [key] and outcome.time_cleared == []
+    assert "measuring those cells again in fresh processes (2×)" in capsys.readouterr().out
 
 
 def test_error_threshold(clean_run):

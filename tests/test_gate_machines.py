@@ -175,6 +175,46 @@ def test_a_ratio_within_the_references_process_range_passes_and_beyond_it_fails(
         assert gate.time_finding("c", _ref(base).cells["c"], row, _ref(base)) is not None
 
 
+def _finding_at(now: float) -> gate.GateResult:
+    """A gate result whose one failure is cell c's time ratio ``now`` against a reference of
+    0.5 (blocks 0.50–0.56), no spread."""
+    result = gate.GateResult(time_reference=_ref(SAMPLES))
+    row = {"time_ratio": now, "time_ratios": [now] * 11}
+    finding = gate.time_finding("c", _ref(SAMPLES).cells["c"], row, _ref(SAMPLES))
+    assert finding is not None
+    result.failures.append(finding)
+    return result
+
+
+def _again(*ratios):
+    """One re-measured frame per ratio (None: the cell's point failed there)."""
+    return [pd.DataFrame([{"problem": "x", "backend": "y", "framework": "z", "dtype": "d",
+                           "n": 1, "K": 1, "options_str": "", "status": "ok" if r else "error",
+                           "time_ratio": r, "time_ratios": [r or 0.0] * 11}])
+            for r in ratios]
+
+
+@pytest.mark.parametrize("again, cleared", [
+    ((1.2, 0.54), True),     # a fresh process reads the reference's own ratio: a mode
+    ((1.2, 1.25), False),    # both fresh processes fail too: a regression
+    ((None, 1.2), False),    # a point that failed confirms nothing away
+])
+def test_a_time_finding_stands_only_if_every_fresh_process_fails_too(again, cleared):
+    result = _finding_at(1.2)
+    key = "x/y/z/d/n=1/K=1"
+    result.failures[0].cell = key
+    result.time_reference.cells[key] = result.time_reference.cells.pop("c")
+    gate.clear_unconfirmed(result, {"cells": {}}, _again(*again))
+    assert (result.failures == []) is cleared
+    assert len(result.time_cleared) == int(cleared)
+    if cleared:
+        assert result.time_cleared[0].rule == ("not confirmed: 1.2 in the gate's process, "
+                                               "1.2, 0.54 in fresh processes — a mode of the "
+                                               "cell, not a regression")
+        assert result.passed
+        assert "time finding cleared: x/y/z/d/n=1/K=1" in gate.render(result)
+
+
 def test_a_median_beyond_25_percent_that_the_spread_explains_passes():
     """Noisy samples whose median moved 30 % but whose ranks interleave: not significant."""
     base = [1.0, 0.4, 1.6, 0.5, 1.5, 0.6, 1.4]
@@ -264,8 +304,13 @@ def test_paired_path_fails_a_time_only_regression_and_passes_unchanged_code(tmp_
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"measuring the baseline's commit {base[:12]}" in out.stdout
     assert "time: paired: the baseline's commit" in out.stdout
-    (run_dir,) = (repo / "results").iterdir()
+    runs = sorted((repo / "results").iterdir())
+    (run_dir,) = [p for p in runs if "-confirm-" not in p.name]
+    # the finding was measured again in two fresh processes, and both confirmed it
+    assert [p.name for p in runs if "-confirm-" in p.name] == [
+        f"{run_dir.name}-confirm-1", f"{run_dir.name}-confirm-2"]
     findings = json.loads((run_dir / "gate.json").read_text())
+    assert findings["time_cleared"] == []
     assert findings["time"]["method"] == "paired" and findings["time"]["commit"] == base
     assert findings["time"]["judged_cells"] == 2  # unrolled is paired with itself
     assert [(f["cell"], f["metric"]) for f in findings["failures"]] == [
@@ -278,7 +323,7 @@ def test_paired_path_fails_a_time_only_regression_and_passes_unchanged_code(tmp_
     assert set(base_frame["status"]) == {"ok"}
     sections = sorted(tuple(map(float, line.split()[1:]))
                       for line in log.read_text().splitlines())
-    assert len(sections) == 6  # three points of each tree
+    assert len(sections) == 8  # three points of each tree, then the failing cell twice more
     assert all(end <= start for (_, end), (start, _) in zip(sections[:-1], sections[1:],
                                                             strict=True))
     assert not (run_dir / RunDir.BASE_TREE).exists()  # the base's source is cleaned up

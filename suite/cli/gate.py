@@ -127,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     outcome = gate.compare(frame, baseline, time=time_reference, time_not_judged=not_judged)
     outcome.fingerprint = fingerprint
+    if args.run is None:
+        with terminate_as_interrupt():
+            gate_sweep.confirm_time(config, args.results, run_dir, outcome, baseline,
+                                    jobs=args.jobs, progress=not args.no_progress)
     findings = args.json or RunDir(run_dir).gate_file
     try:
         write_json(findings, outcome.to_json())
