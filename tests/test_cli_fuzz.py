@@ -105,14 +105,18 @@ config_texts = st.one_of(
 def commands(draw, spec: str, root: Path) -> list[str]:
     """A command line: a command, its required arguments, then a few drawn options."""
     run, other, results = root / "results" / "run", root / "results" / "other", root / "results"
-    command = draw(st.sampled_from(["list", "point", "run", "run-config", "resume", "report",
-                                    "compare", "gate", "check"]))
+    command = draw(st.sampled_from(["list", "point", "pair", "run", "run-config", "resume",
+                                    "report", "compare", "gate", "check"]))
     base = {
         "list": ["list"] + draw(st.sampled_from([[], ["--json"]]))
                 + draw(st.sampled_from([["--problem", spec], ["--problem", "gd," + spec], []])),
         "point": ["point", "--problem", spec, "--backend", "unrolled", "--framework", "torch",
                   "--n", draw(values), "--K", "2", "--repeats", "1"]
                  + draw(st.sampled_from([[], ["--json"]])),
+        "pair": ["pair", "--problem", spec, "--framework", "torch", "--n", draw(values),
+                 "--K", "2", "--blocks", "6", "--timeout", "10", "unrolled",
+                 draw(st.sampled_from(["unrolled", "ift-direct", "nope"]))]
+                + draw(st.sampled_from([[], ["--json"]])),
         "run": ["run", "--problem", draw(st.sampled_from([spec, "gd", f"gd,{spec}"])),
                 "--backend", "unrolled", "--framework", "torch", "--n", draw(values), "--K",
                 "2", "--repeats", "1", "--results", str(results), "--no-progress"]

@@ -1,0 +1,269 @@
+"""A paired time ratio a user can trust: two strategies, one instance, one process.
+
+``pair(point, other)`` prepares the point's strategy A and strategy ``other`` B on the same
+instance (problem, n, K, seed, framework, dtype), compiles and warms both, then times them in
+ABBA blocks — per block B A A B — each gradient call right after a call of the problem's
+K-step forward (the same program for both sides). Per block:
+
+* the whole-gradient ratio Σ t_grad(A) / Σ t_grad(B);
+* the backward ratio Σ (t_grad(A) − t_fwd) / Σ (t_grad(B) − t_fwd), each gradient call
+  minus the forward call just before it: at K = 1000 the shared forward is most of the
+  gradient's time, and the whole-gradient ratio hides the part that differs. Not defined where
+  a strategy runs its own solver (qpth: our forward is not part of its gradient).
+
+Load that comes and goes hits both halves of a block alike, and whichever program runs first
+after the other pays the switch once per block each (``suite.measure._paired_ratios``). The
+blocks' median is reported with its exact distribution-free confidence interval
+(:func:`median_interval`: order statistics, binomial coverage), so "A is faster than B" is
+said only when the whole interval lies below 1.
+
+Beside the times: ‖g_A − g_B‖/‖g_B‖, and each gradient's error against the problem's converged
+float64 reference (``suite.references``).
+
+Run as ``python -m suite.pair SPEC OUT`` it is the child the ``pair`` command isolates the two
+strategies in (a fresh interpreter with the sweep's thread settings).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from suite.point import Point
+
+#: the default number of ABBA blocks: with 21, the 95 % interval of the median is the 6th to
+#: the 16th smallest block ratio (coverage 97.3 %)
+DEFAULT_BLOCKS = 21
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The median of ``samples`` and an interval that holds the population median with
+    probability ≥ ``coverage`` (exact, distribution-free), from ``samples`` blocks."""
+
+    median: float
+    low: float
+    high: float
+    coverage: float
+    samples: int
+
+    def verdict(self, a: str, b: str) -> str:
+        if self.high < 1:
+            return f"{a} faster than {b}"
+        if self.low > 1:
+            return f"{b} faster than {a}"
+        return "no verdict: the interval contains 1"
+
+
+def median_interval(samples: list[float], confidence: float = CONFIDENCE) -> Interval:
+    """The exact distribution-free interval for the median: the k-th smallest and k-th largest
+    of n samples, with the largest k whose coverage 1 − 2·P(Bin(n, ½) < k) is ≥
+    ``confidence`` (the whole range when even k = 1 falls short: n < 6 at 95 %)."""
+    from scipy.stats import binom
+
+    xs = sorted(samples)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("no samples")
+    k = 1
+    while k + 1 <= n // 2 and 1 - 2 * binom.cdf(k, n, 0.5) >= confidence:
+        k += 1
+    coverage = 1 - 2 * binom.cdf(k - 1, n, 0.5)
+    return Interval(float(np.median(xs)), xs[k - 1], xs[n - k], float(coverage), n)
+
+
+@dataclass
+class Pairing:
+    """What ``ift-bench pair`` prints: A = ``point.backend``, B = ``other``."""
+
+    point: dict[str, Any]
+    other: str
+    blocks: int
+    gradient: Interval
+    backward: Interval | None
+    backward_note: str | None
+    #: ‖g_A − g_B‖ / ‖g_B‖
+    agreement: float
+    #: each gradient's relative error against the converged reference (None: unavailable)
+    error_a: float | None
+    error_b: float | None
+    #: medians of the seconds per call, for context
+    gradient_s: tuple[float, float]
+    forward_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        a, b = self.point["backend"], self.other
+        out["verdict"] = {"gradient": self.gradient.verdict(a, b),
+                          "backward": None if self.backward is None
+                          else self.backward.verdict(a, b)}
+        return out
+
+
+Clock = Callable[[Callable[[], Any]], float]
+
+
+def _options_for(problem: Any, strategy: Any, options: dict[str, Any]) -> dict[str, Any]:
+    names = {o.name for o in problem.options} | {o.name for o in strategy.options}
+    return {k: v for k, v in options.items() if k in names}
+
+
+def split_options(point: Point, other: str) -> tuple[Point, Point]:
+    """A's and B's points: each takes the problem's options and those of the given options
+    its own strategy declares; an option neither side declares is a usage error."""
+    import backends
+    import problems
+    from suite.plugin.errors import UsageError
+
+    problem = problems.get(point.problem)
+    strategies = backends.registry()
+    for field, name in (("A", point.backend), ("B", other)):
+        if name not in strategies:
+            raise UsageError(field, f"unknown strategy {name!r}", strategies)
+    a, b = strategies[point.backend], strategies[other]
+    declared = ({o.name for o in problem.options} | {o.name for o in a.options}
+                | {o.name for o in b.options})
+    unknown = sorted(set(point.options) - declared)
+    if unknown:
+        raise UsageError(f"option {unknown[0]!r}",
+                         f"not an option of problem {problem.name}, {a.name} or {b.name}",
+                         sorted(declared) or ["(none)"])
+    return (replace(point, options=_options_for(problem, a, point.options)),
+            replace(point, backend=other, options=_options_for(problem, b, point.options)))
+
+
+def _wall_clock(fw: Any) -> Clock:
+    def timed(fn: Callable[[], Any]) -> float:
+        start = time.perf_counter()
+        fw.synchronize(fn())
+        return time.perf_counter() - start
+    return timed
+
+
+def paired_blocks(call_a: Callable[[], Any], call_b: Callable[[], Any],
+                  call_forward: Callable[[], Any], blocks: int, clock: Clock
+                  ) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
+    """``blocks`` ABBA blocks, each gradient call right after a forward call. Returns per
+    block the whole-gradient ratios and the backward ratios (None-free: a block whose
+    backward sum is not positive on either side is dropped from them), and every call's
+    gradient seconds for A and B and forward seconds."""
+    ratios, backward, t_a, t_b, t_f = [], [], [], [], []
+    gc.collect()
+    gc.disable()  # a collection inside one half of a block would bias that half
+    try:
+        for _ in range(blocks):
+            grad = {"a": 0.0, "b": 0.0}
+            back = {"a": 0.0, "b": 0.0}
+            for side in ("b", "a", "a", "b"):
+                forward = clock(call_forward)
+                seconds = clock(call_a if side == "a" else call_b)
+                grad[side] += seconds
+                back[side] += seconds - forward
+                (t_a if side == "a" else t_b).append(seconds)
+                t_f.append(forward)
+            ratios.append(grad["a"] / grad["b"])
+            if back["a"] > 0 and back["b"] > 0:
+                backward.append(back["a"] / back["b"])
+    finally:
+        gc.enable()
+    return ratios, backward, t_a, t_b, t_f
+
+
+def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
+         clock: Clock | None = None) -> Pairing:
+    """Time ``point``'s strategy against ``other`` on its instance (module docstring)."""
+    from suite import references
+    from suite.program import prepare
+
+    point_a, point_b = split_options(point, other)
+    prep_a, prep_b = prepare(point_a), prepare(point_b)
+    fw = prep_a.fw
+    grad_a = fw.compile(prep_a.gradient_program())
+    grad_b = fw.compile(prep_b.gradient_program())
+    forward = fw.compile_shared(prep_a.forward_program(), prep_a.theta, prep_a.arrays)
+
+    def call_a() -> Any:
+        return grad_a(prep_a.theta, prep_a.arrays)
+
+    def call_b() -> Any:
+        return grad_b(prep_b.theta, prep_b.arrays)
+
+    def call_forward() -> Any:
+        return forward(prep_a.theta, prep_a.arrays)
+
+    # compile and warm all three, and keep the gradients for the agreement
+    g_a, _ = call_a()
+    g_b, _ = call_b()
+    fw.synchronize((g_a, g_b, call_forward()))
+    g_a, g_b = fw.to_numpy(g_a), fw.to_numpy(g_b)
+    ratios, backward, t_a, t_b, t_f = paired_blocks(call_a, call_b, call_forward, blocks,
+                                                    clock or _wall_clock(fw))
+    own_solver = [p.strategy.name for p in (prep_a, prep_b) if p.strategy.own_solver]
+    if own_solver:
+        back, note = None, (f"{own_solver[0]} runs its own solver: our forward is not part of "
+                            "its gradient, so no backward can be split off")
+    elif len(backward) < blocks:
+        back = median_interval(backward) if backward else None
+        note = (f"{blocks - len(backward)} of {blocks} blocks had a gradient no slower than "
+                "the forward (the backward is within the timer's noise)")
+    else:
+        back, note = median_interval(backward), None
+
+    def error(g: np.ndarray) -> float | None:
+        try:
+            ref = references.reference_gradient(prep_a.problem, prep_a.instance, point.K,
+                                                "converged")
+        except references.ReferenceUnavailable:
+            return None
+        return _rel(g, ref)
+
+    return Pairing(point=point_a.to_json(), other=other, blocks=blocks,
+                   gradient=median_interval(ratios), backward=back, backward_note=note,
+                   agreement=_rel(g_a, g_b), error_a=error(g_a), error_b=error(g_b),
+                   gradient_s=(float(np.median(t_a)), float(np.median(t_b))),
+                   forward_s=float(np.median(t_f)))
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    denom = float(np.linalg.norm(b))
+    diff = float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+    return diff / denom if denom > 0 else diff
+
+
+def main(argv: list[str]) -> int:
+    """The isolated child: read the spec, pair, write the result (or the error) as JSON."""
+    spec_path, out_path = argv
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    point = Point.from_json(spec["point"])
+    if spec.get("cpus") and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(spec["cpus"]))
+    from suite.frameworks import registry
+
+    registry()[point.framework].configure_threads(spec["threads"])
+    try:
+        result: dict[str, Any] = {"ok": pair(point, spec["other"], spec["blocks"]).to_json()}
+    except Exception as exc:  # noqa: BLE001 — the parent prints it on one line
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    Path(out_path).write_text(json.dumps(result, default=_finite), encoding="utf-8")
+    return 0
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(type(value).__name__)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
