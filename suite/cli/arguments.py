@@ -178,6 +178,16 @@ def attach_dash_values(argv: list[str], parser: argparse.ArgumentParser) -> list
     return out
 
 
+def one_instance_args(p: argparse.ArgumentParser) -> None:
+    """--n, --K (required) and --seed (0) of one instance (``point`` and ``pair``)."""
+    p.add_argument("--n", type=numbers("--n", integer=True, minimum=1, maximum=N_MAX,
+                                        what="an integer"), required=True)
+    p.add_argument("--K", type=numbers("--K", integer=True, minimum=1, maximum=K_MAX,
+                                        what="an integer"), required=True)
+    p.add_argument("--seed", type=numbers("--seed", integer=True, minimum=0,
+                                           maximum=SEED_MAX, what="an integer"), default=0)
+
+
 def measurement_args(p: argparse.ArgumentParser) -> None:
     """The options of how each point is measured (``point`` and ``run``)."""
     p.add_argument("--repeats", type=numbers("--repeats", integer=True, minimum=1,

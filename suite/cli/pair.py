@@ -13,9 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from suite.cli.arguments import cli_field_names, numbers
+from suite.cli.arguments import cli_field_names, numbers, one_instance_args
 from suite.cli.process import stdout_to_stderr
-from suite.inputs import K_MAX, N_MAX, SEED_MAX
 
 #: the most ABBA blocks one pairing may ask for
 BLOCKS_MAX = 1000
@@ -30,12 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("b", metavar="B", help="the strategy A is timed against")
     p.add_argument("--problem", required=True)
     p.add_argument("--framework", required=True)
-    p.add_argument("--n", type=numbers("--n", integer=True, minimum=1, maximum=N_MAX,
-                                        what="an integer"), required=True)
-    p.add_argument("--K", type=numbers("--K", integer=True, minimum=1, maximum=K_MAX,
-                                        what="an integer"), required=True)
-    p.add_argument("--seed", type=numbers("--seed", integer=True, minimum=0,
-                                           maximum=SEED_MAX, what="an integer"), default=0)
+    one_instance_args(p)
     p.add_argument("--dtype", default="float64")
     p.add_argument("--device", default="cpu")
     p.add_argument("--blocks", type=numbers("--blocks", integer=True, minimum=6,

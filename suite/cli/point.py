@@ -7,9 +7,15 @@ import json
 import math
 from typing import Any
 
-from suite.cli.arguments import cli_field_names, measurement_args, numbers, path_arg, settings_from
+from suite.cli.arguments import (
+    cli_field_names,
+    measurement_args,
+    one_instance_args,
+    path_arg,
+    settings_from,
+)
 from suite.cli.process import stdout_to_stderr
-from suite.inputs import K_MAX, N_MAX, SEED_MAX, output_file, writable_directory
+from suite.inputs import output_file, writable_directory
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,12 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--problem", required=True)
     p.add_argument("--backend", required=True)
     p.add_argument("--framework", required=True)
-    p.add_argument("--n", type=numbers("--n", integer=True, minimum=1, maximum=N_MAX,
-                                        what="an integer"), required=True)
-    p.add_argument("--K", type=numbers("--K", integer=True, minimum=1, maximum=K_MAX,
-                                        what="an integer"), required=True)
-    p.add_argument("--seed", type=numbers("--seed", integer=True, minimum=0,
-                                           maximum=SEED_MAX, what="an integer"), default=0)
+    one_instance_args(p)
     p.add_argument("--dtype", default="float64")
     p.add_argument("--device", default="cpu")
     measurement_args(p)
