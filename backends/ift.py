@@ -158,7 +158,7 @@ class Implicit(Strategy):
         return None
 
     def resolve_defaults(self, opts, K, dtype, dim_x):
-        return self.adjoint_solver.resolve_defaults(opts, dtype)
+        return self.adjoint_solver.resolve_defaults(opts, dtype, dim_x)
 
     def solver_options(self, problem: Any, consts: Any, opts: dict[str, Any]) -> dict[str, Any]:
         """The options the solver reads, α resolved from the problem where it is one."""

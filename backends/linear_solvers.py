@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from backends.krylov_basis import make_rows
 from suite.plugin.options import Option
 
 
@@ -135,65 +136,101 @@ def conjugate_gradient(fw: Any, op: Operator, b: Any, opts: dict[str, Any]) -> S
     return SolveResult(z, k, xp.all(xp.sqrt(rs) <= threshold), its)
 
 
+#: DGKS's η: Gram–Schmidt is repeated when it leaves less than η of the vector's norm
+_REORTHOGONALISE = 2 ** -0.5
+
+#: the memory the default restart lets a GMRES basis take (all blocks together)
+RESTART_BYTES = 4 * 1024 * 1024
+#: the smallest default restart (the customary 20 of scipy, jaxopt, lineax)
+MIN_RESTART = 20
+
+
+def default_restart(dim: int, vector_bytes: int) -> int:
+    """The restart length GMRES uses when none is given, for an x of ``dim`` unknowns whose
+    basis vector takes ``vector_bytes``: full GMRES (restart = dim, which cannot stall) while
+    its dim + 1 vectors fit in RESTART_BYTES, else as many as fit, but at least MIN_RESTART.
+    (:func:`gmres` caps it further at the size of a block.) Full GMRES matters on nonnormal KKT systems (batched qp, dim x = 88:
+    993 Arnoldi steps with restart 50, 88 without); the cap keeps a large state's basis (deq,
+    batch 64 × 256: 131 kB a vector) at 4 MiB, where a contractive F's adjoint converges within
+    the first cycle."""
+    fit = RESTART_BYTES // max(vector_bytes, 1) - 1
+    return max(1, min(dim, max(MIN_RESTART, fit)))
+
+
 @_blockwise
 def gmres(fw: Any, op: Operator, b: Any, opts: dict[str, Any]) -> SolveResult:
     """Restarted GMRES(m) per block, for any invertible blocks (``tol``, ``restart``,
     ``maxiter``).
 
-    Arnoldi with classical Gram–Schmidt applied twice (CGS2), each block's Hessenberg matrix
+    Arnoldi with classical Gram–Schmidt, repeated once where it cancelled (CGS2 with the DGKS
+    test, as jax.scipy's GMRES), each block's Hessenberg matrix
     reduced by Givens rotations as it grows, so its residual norm |g_{j+1}| is known after every
     product and the block stops as soon as it is ≤ tol·‖b_i‖. Each restart spends one extra
-    product on the true residuals b − A z. ``maxiter`` bounds the Arnoldi steps in all.
-    Krylov quantities keep the Krylov index as their leading axis (V: (m+1, B, n)), so that
-    the adapter's ``index_update`` writes column j of every block at once.
+    product on the true residuals b − A z. ``maxiter`` bounds the Arnoldi steps in all; m is
+    ``restart`` or :func:`default_restart`.
+
+    The basis V (rows (B, n)) and the rotated Hessenberg columns (rows (B, m + 1)) are stored
+    by ``backends.krylov_basis``: step j reads and writes only the j + 1 rows built so far (in
+    chunks), and under eager frameworks the memory follows them too; XLA allocates the m + 1
+    rows up front. The coefficient vectors (m + 1, B) are small and kept whole.
     """
     xp = fw.xp
     tol, maxiter = opts["tol"], opts["maxiter"]
     B, n = b.shape
+    dtype = b.dtype
     m = max(1, min(opts["restart"], n))
     threshold = tol * _norms(xp, b)
-    dtype = b.dtype
+    basis = make_rows(fw, m + 1, (B, n), dtype)
+    columns = make_rows(fw, m, (B, m + 1), dtype)
+    # Qᵀ = G_{j−1}⋯G₀, the Givens rotations so far, row by row: rotating a new column is one
+    # product with its j + 1 rows (row j + 1 is still e_{j+1}), not j dependent updates
+    rotations = make_rows(fw, m + 1, (B, m + 1), dtype)
+    unit = xp.eye(m + 1, dtype=dtype)
 
     def arnoldi_cond(s: tuple) -> Any:
-        on, j, k = s[8], s[5], s[6]
+        on, j, k = s[7], s[4], s[5]
         return xp.any(on) & (j < m) & (k < maxiter)
 
     def arnoldi_body(s: tuple) -> tuple:
-        V, Ht, cs, sn, g, j, k, its, on, res = s
+        V, Hc, Q, g, j, k, its, on, res = s
         fw.tick("solver_iters", g)
-        w = op.matvec(V[j])
-        h = xp.sum(V * w[None], axis=-1)  # (m+1, B); rows of V beyond j are still zero
-        w = w - xp.sum(h[..., None] * V, axis=0)
-        h2 = xp.sum(V * w[None], axis=-1)
-        w = w - xp.sum(h2[..., None] * V, axis=0)
-        h = h + h2
-        h_next = _norms(xp, w)
+        w = op.matvec(basis.row(V, j))
+        before = _norms(xp, w)
+        h = basis.project(V, w, j + 1)  # (m+1, B); zero beyond row j
+        w = w - basis.combine(V, h, j + 1)
+        after = _norms(xp, w)
+
+        def again(state: tuple) -> tuple:
+            w, h, _ = state
+            h2 = basis.project(V, w, j + 1)
+            w = w - basis.combine(V, h2, j + 1)
+            return w, h + h2, _norms(xp, w)
+
+        # a second pass only where cancellation lost more than half the digits' worth of norm
+        # (the DGKS criterion ‖w′‖ < ‖w‖/√2: "twice is enough", and once when no block needs it)
+        lost = xp.any(on & (after < _REORTHOGONALISE * before))
+        w, h, h_next = fw.switch(xp.astype(lost, xp.int32), [lambda st: st, again],
+                                 (w, h, after))
         safe = xp.where(h_next > 0, h_next, xp.ones_like(h_next))
-        V = fw.index_update(V, j + 1, xp.where(on[:, None], w / safe[:, None],
-                                               xp.zeros_like(w)))
-        h = fw.index_update(h, j + 1, h_next)
-
-        def rotate(i: Any, h: Any) -> Any:
-            hi, hi1 = h[i], h[i + 1]
-            h = fw.index_update(h, i, cs[i] * hi + sn[i] * hi1)
-            return fw.index_update(h, i + 1, -sn[i] * hi + cs[i] * hi1)
-
-        h = fw.fori_loop(0, j, rotate, h)
-        radius = xp.sqrt(h[j] * h[j] + h[j + 1] * h[j + 1])
-        radius = xp.where(radius > 0, radius, xp.ones_like(radius))
-        c, s_ = h[j] / radius, h[j + 1] / radius
-        h = fw.index_update(h, j, c * h[j] + s_ * h[j + 1])
-        h = fw.index_update(h, j + 1, xp.zeros_like(h_next))
+        V = basis.write(V, j + 1, xp.where(on[:, None], w / safe[:, None], xp.zeros_like(w)))
+        # the column rotated by the j rotations so far, then by G_j, which zeroes its row j + 1
+        h = rotations.project(Q, xp.permute_dims(h, (1, 0)), j + 1)
+        radius = xp.sqrt(h[j] * h[j] + h_next * h_next)
+        c = xp.where(on & (radius > 0), h[j] / xp.where(radius > 0, radius, 1.0), 1.0)
+        s_ = xp.where(on & (radius > 0), h_next / xp.where(radius > 0, radius, 1.0), 0.0)
+        h = fw.index_update(h, j, c * h[j] + s_ * h_next)
+        row_j, e_next = rotations.row(Q, j), unit[j + 1][None]
+        Q = rotations.write_rows(Q, j, xp.stack([c[:, None] * row_j + s_[:, None] * e_next,
+                                                 -s_[:, None] * row_j + c[:, None] * e_next]))
         gj = g[j]
-        g_new = fw.index_update(fw.index_update(g, j + 1, -s_ * gj), j, c * gj)
-        g = xp.where(on[None], g_new, g)
-        # column j of each active block's rotated Hessenberg matrix; frozen blocks keep theirs
-        Ht = fw.index_update(Ht, j, xp.where(on[None], h, Ht[j]))
-        cs = fw.index_update(cs, j, xp.where(on, c, cs[j]))
-        sn = fw.index_update(sn, j, xp.where(on, s_, sn[j]))
+        g = fw.index_update(fw.index_update(g, j + 1, -s_ * gj), j, c * gj)
+        # column j of each active block's rotated Hessenberg matrix; a frozen block's column j
+        # stays zero and its rotation the identity (c = 1, s = 0), so its g does not move
+        Hc = columns.write(Hc, j, xp.permute_dims(xp.where(on[None], h, xp.zeros_like(h)),
+                                                  (1, 0)))
         res = xp.where(on, xp.abs(g[j + 1]), res)
         its = its + xp.astype(on, its.dtype)
-        return V, Ht, cs, sn, g, j + 1, k + 1, its, on & (res > threshold), res
+        return V, Hc, Q, g, j + 1, k + 1, its, on & (res > threshold), res
 
     def restart_cond(s: tuple) -> Any:
         _, residual, k, _ = s
@@ -205,20 +242,20 @@ def gmres(fw: Any, op: Operator, b: Any, opts: dict[str, Any]) -> SolveResult:
         beta = _norms(xp, r)
         on = beta > threshold
         safe = xp.where(beta > 0, beta, xp.ones_like(beta))
-        V = fw.index_update(xp.zeros((m + 1, B, n), dtype=dtype), 0, r / safe[:, None])
+        V = basis.write(basis.empty(), 0, r / safe[:, None])
+        Q = rotations.write(rotations.empty(), 0, xp.broadcast_to(unit[0], (B, m + 1)))
         g = fw.index_update(xp.zeros((m + 1, B), dtype=dtype), 0, beta)
-        zeros_m = xp.zeros((m, B), dtype=dtype)
-        init = (V, xp.zeros((m, m + 1, B), dtype=dtype), zeros_m, zeros_m, g, xp.asarray(0),
-                k, xp.zeros_like(its), on, beta)
-        V, Ht, _, _, g, _, k, built, _, res = fw.while_loop(arnoldi_cond, arnoldi_body, init)
+        init = (V, columns.empty(), Q, g, xp.asarray(0), k, xp.zeros_like(its), on, beta)
+        V, Hc, _, g, j, k, built, _, res = fw.while_loop(arnoldi_cond, arnoldi_body, init)
         # per block, R y = g over the columns it built; unused columns get a unit diagonal, y = 0
-        used = xp.arange(m)[:, None] < built[None, :]  # (m, B)
+        Ht = columns.dense(Hc, j)  # (B, q, m+1): q ≥ the columns built (q = m under XLA)
+        q = Ht.shape[1]
+        used = xp.arange(q)[:, None] < built[None, :]  # (q, B)
         both = xp.permute_dims(used[None, :, :] & used[:, None, :], (2, 0, 1))
-        R = xp.where(both, xp.permute_dims(Ht[:, :m, :], (2, 1, 0)),
-                     xp.eye(m, dtype=dtype)[None])
-        rhs = xp.where(used, g[:m], xp.zeros_like(g[:m]))
-        y = fw.solve(R, xp.permute_dims(rhs, (1, 0))[..., None])[..., 0]  # (B, m)
-        z = z + xp.sum(xp.permute_dims(y, (1, 0))[..., None] * V[:m], axis=0)
+        R = xp.where(both, xp.matrix_transpose(Ht[:, :, :q]), xp.eye(q, dtype=dtype)[None])
+        rhs = xp.where(used, g[:q], xp.zeros_like(g[:q]))
+        y = fw.solve_upper_triangular(R, xp.permute_dims(rhs, (1, 0))[..., None])[..., 0]
+        z = z + basis.combine(V, xp.permute_dims(y, (1, 0)), j)
         return z, xp.where(on, res, beta), k, its + built
 
     zeros_b = xp.zeros_like(b[:, 0])
@@ -311,8 +348,9 @@ class LinearSolver(ABC):
     def option_names(self) -> set[str]:
         return {o.name for o in self.options}
 
-    def resolve_defaults(self, opts: dict[str, Any], dtype: str) -> dict[str, Any]:
-        """``opts`` with the defaults that depend on the dtype filled in (the tolerance)."""
+    def resolve_defaults(self, opts: dict[str, Any], dtype: str, dim_x: int) -> dict[str, Any]:
+        """``opts`` with the defaults that depend on the dtype (the tolerance) or on the size of
+        x (GMRES's restart) filled in."""
         if "tol" in self.option_names() and opts.get("tol") is None:
             opts = {**opts, "tol": default_tolerance(dtype)}
         return opts
@@ -347,11 +385,17 @@ class GMRES(LinearSolver):
     options = (
         TOL,
         Option("maxiter", int, 1000, "most Arnoldi steps in all (one VJP of F each)", minimum=1),
-        # 200, not the customary 20–50: restarting below dim x stalls on nonnormal KKT systems
-        # (batched qp, dim x = 88, cond 104: 993 Arnoldi steps with restart 50, 88 without)
-        Option("restart", int, 200, "Krylov dimension before a restart (memory restart·dim x)",
-               minimum=1),
+        Option("restart", int, None, "Krylov dimension before a restart (memory restart·dim x; "
+               "default: full GMRES while the basis fits in 4 MiB, else as many vectors as "
+               "fit, at least 20)", minimum=1),
     )
+
+
+    def resolve_defaults(self, opts, dtype, dim_x):
+        opts = super().resolve_defaults(opts, dtype, dim_x)
+        if opts.get("restart") is None:
+            opts = {**opts, "restart": default_restart(dim_x, dim_x * np.dtype(dtype).itemsize)}
+        return opts
 
 
 class Neumann(LinearSolver):

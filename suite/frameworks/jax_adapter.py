@@ -23,6 +23,7 @@ class JaxFramework(Framework):
     order = 1
     packages = ("jax", "jaxlib")
     compiles = True
+    static_shapes = True
     preload = ("jax", "jax.numpy")
 
     def __init__(self, device: str, dtype: str):
@@ -133,6 +134,11 @@ class JaxFramework(Framework):
     def solve(self, A: Any, b: Any) -> Any:
         return self._jax.numpy.linalg.solve(A, b)
 
+    def solve_upper_triangular(self, R: Any, b: Any) -> Any:
+        from jax.scipy.linalg import solve_triangular
+
+        return solve_triangular(R, b, lower=False)
+
     def stop_gradient(self, tree: Any) -> Any:
         return self._jax.lax.stop_gradient(tree)
 
@@ -151,6 +157,12 @@ class JaxFramework(Framework):
 
     def index_update(self, buffer: Any, index: Any, value: Any) -> Any:
         return buffer.at[index].set(value)
+
+    def dynamic_slice(self, buffer: Any, start: Any, size: int, axis: int = 0) -> Any:
+        return self._jax.lax.dynamic_slice_in_dim(buffer, start, size, axis=axis)
+
+    def dynamic_update_slice(self, buffer: Any, start: Any, value: Any, axis: int = 0) -> Any:
+        return self._jax.lax.dynamic_update_slice_in_dim(buffer, value, start, axis=axis)
 
     # ---- meters -------------------------------------------------------------------------
     def trace_bytes(self, program: Callable, *args: Any) -> int:

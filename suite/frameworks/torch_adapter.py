@@ -228,6 +228,9 @@ class TorchFramework(Framework):
     def solve(self, A: Any, b: Any) -> Any:
         return self._torch.linalg.solve(A, b)
 
+    def solve_upper_triangular(self, R: Any, b: Any) -> Any:
+        return self._torch.linalg.solve_triangular(R, b, upper=True)
+
     def solve_in_place(self, A: Any, b: Any) -> Any:
         # torch.linalg.solve factors a column-major copy of A; LAPACK's getrf overwrites
         # its input, so A stored column-major is factored where it lies (out= aliasing A)

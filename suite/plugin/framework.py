@@ -47,6 +47,10 @@ class Framework(ABC):
     #: whether the first call compiles the program (JAX), so that its excess over the median
     #: time is recorded as ``compile_s``; eager frameworks record null
     compiles: ClassVar[bool] = False
+    #: whether an array's shape inside a loop is fixed when the program is compiled (XLA), so
+    #: that a buffer a loop fills must be allocated whole before it; eager frameworks can grow
+    #: one as it fills (a Krylov basis holds only the vectors it uses)
+    static_shapes: ClassVar[bool] = False
     #: modules a sweep's fork server imports once, before any fork, where installed: the
     #: framework and the parts of it that would otherwise load on a point's first use
     preload: ClassVar[tuple[str, ...]] = ()
@@ -149,6 +153,10 @@ class Framework(ABC):
     def solve(self, A: Any, b: Any) -> Any:
         """Dense solve of A z = b (LU)."""
 
+    def solve_upper_triangular(self, R: Any, b: Any) -> Any:
+        """R z = b for upper triangular R (…, m, m), b (…, m, k): back substitution, Θ(m²)."""
+        return self.solve(R, b)
+
     @abstractmethod
     def stop_gradient(self, tree: Any) -> Any:
         """``tree`` cut from the tape: no derivative flows through it."""
@@ -178,6 +186,20 @@ class Framework(ABC):
     @abstractmethod
     def index_update(self, buffer: Any, index: Any, value: Any) -> Any:
         """A copy of ``buffer`` with ``buffer[index] = value`` (functional in every framework)."""
+
+    def dynamic_slice(self, buffer: Any, start: Any, size: int, axis: int = 0) -> Any:
+        """``buffer[start:start + size]`` along ``axis``; ``size`` static, ``start`` may be a
+        traced integer (with ``start + size`` within the buffer)."""
+        index = [slice(None)] * axis + [slice(int(start), int(start) + size)]
+        return buffer[tuple(index)]
+
+    def dynamic_update_slice(self, buffer: Any, start: Any, value: Any, axis: int = 0) -> Any:
+        """A copy of ``buffer`` with ``value`` written from index ``start`` along ``axis``;
+        ``start`` may be a traced integer."""
+        out = self.xp.asarray(buffer, copy=True)
+        index = [slice(None)] * axis + [slice(int(start), int(start) + value.shape[axis])]
+        out[tuple(index)] = value
+        return out
 
     def tree_map(self, f: Callable[..., Any], *trees: Any) -> Any:
         """Map over states that are arrays or (nested) tuples of arrays."""
