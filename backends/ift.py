@@ -242,7 +242,8 @@ class IFTConjugateGradient(Implicit):
 
 class IFTGMRES(Implicit):
     name = "ift-gmres"
-    theory = Theory((0, 0), (1, 1), (1, 1), "Θ(restart·n)", "Θ(K) + iterations × one VJP")
+    theory = Theory((0, 0), (1, 1), (1, 1), "Θ(min(iterations, restart)·n); XLA: Θ(restart·n)",
+                    "Θ(K) + iterations × one VJP")
     summary = "IFT with restarted GMRES on VJPs of F (any invertible ∂F/∂x)"
     counts = ("step_evals", "vjp_evals", "hvp_evals", "solver_iters")
     adjoint_solver = GMRES()

@@ -185,7 +185,10 @@ def gmres(fw: Any, op: Operator, b: Any, opts: dict[str, Any]) -> SolveResult:
     # Qᵀ = G_{j−1}⋯G₀, the Givens rotations so far, row by row: rotating a new column is one
     # product with its j + 1 rows (row j + 1 is still e_{j+1}), not j dependent updates
     rotations = make_rows(fw, m + 1, (B, m + 1), dtype)
-    unit = xp.eye(m + 1, dtype=dtype)
+    index = xp.arange(m + 1)
+
+    def unit(i: Any) -> Any:  # e_i (1, m+1)
+        return xp.astype(index == i, dtype)[None]
 
     def arnoldi_cond(s: tuple) -> Any:
         on, j, k = s[7], s[4], s[5]
@@ -219,7 +222,7 @@ def gmres(fw: Any, op: Operator, b: Any, opts: dict[str, Any]) -> SolveResult:
         c = xp.where(on & (radius > 0), h[j] / xp.where(radius > 0, radius, 1.0), 1.0)
         s_ = xp.where(on & (radius > 0), h_next / xp.where(radius > 0, radius, 1.0), 0.0)
         h = fw.index_update(h, j, c * h[j] + s_ * h_next)
-        row_j, e_next = rotations.row(Q, j), unit[j + 1][None]
+        row_j, e_next = rotations.row(Q, j), unit(j + 1)
         Q = rotations.write_rows(Q, j, xp.stack([c[:, None] * row_j + s_[:, None] * e_next,
                                                  -s_[:, None] * row_j + c[:, None] * e_next]))
         gj = g[j]
@@ -243,7 +246,7 @@ def gmres(fw: Any, op: Operator, b: Any, opts: dict[str, Any]) -> SolveResult:
         on = beta > threshold
         safe = xp.where(beta > 0, beta, xp.ones_like(beta))
         V = basis.write(basis.empty(), 0, r / safe[:, None])
-        Q = rotations.write(rotations.empty(), 0, xp.broadcast_to(unit[0], (B, m + 1)))
+        Q = rotations.write(rotations.empty(), 0, xp.broadcast_to(unit(0), (B, m + 1)))
         g = fw.index_update(xp.zeros((m + 1, B), dtype=dtype), 0, beta)
         init = (V, columns.empty(), Q, g, xp.asarray(0), k, xp.zeros_like(its), on, beta)
         V, Hc, _, g, j, k, built, _, res = fw.while_loop(arnoldi_cond, arnoldi_body, init)

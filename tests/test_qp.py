@@ -151,8 +151,9 @@ def test_weakly_active_constraint_is_reported():
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_gmres_default_restart_solves_the_batched_kkt_within_dim_x_steps(framework):
-    """Full GMRES needs at most dim x Arnoldi steps; the default restart (200) keeps it full
-    here, where restarting at 50 took ≈ 1000 steps for the same tolerance."""
+    """Full GMRES needs at most dim x Arnoldi steps; the default restart (full while the basis
+    fits in 4 MiB) keeps it full here, where restarting at 50 took ≈ 1000 steps for the same
+    tolerance."""
     point = dict(n=10, K=1000, options={"solver": "admm", "batch": "4"})
     ev = evaluate(Point("qp", "ift-gmres", framework, **point))
     direct = evaluate(Point("qp", "ift-direct", framework, **point)).gradient
