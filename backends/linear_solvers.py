@@ -149,10 +149,10 @@ def default_restart(dim: int, vector_bytes: int) -> int:
     """The restart length GMRES uses when none is given, for an x of ``dim`` unknowns whose
     basis vector takes ``vector_bytes``: full GMRES (restart = dim, which cannot stall) while
     its dim + 1 vectors fit in RESTART_BYTES, else as many as fit, but at least MIN_RESTART.
-    (:func:`gmres` caps it further at the size of a block.) Full GMRES matters on nonnormal KKT systems (batched qp, dim x = 88:
-    993 Arnoldi steps with restart 50, 88 without); the cap keeps a large state's basis (deq,
-    batch 64 × 256: 131 kB a vector) at 4 MiB, where a contractive F's adjoint converges within
-    the first cycle."""
+    (:func:`gmres` caps it further at the size of a block.) Full GMRES matters on nonnormal
+    KKT systems (batched qp, dim x = 88: 993 Arnoldi steps with restart 50, 88 without); the
+    cap keeps a large state's basis (deq, batch 64 × 256: 131 kB a vector) at 4 MiB, where a
+    contractive F's adjoint converges within the first cycle (26 steps)."""
     fit = RESTART_BYTES // max(vector_bytes, 1) - 1
     return max(1, min(dim, max(MIN_RESTART, fit)))
 

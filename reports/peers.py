@@ -9,6 +9,11 @@ number is the diagnostic ``grad_rel_diff_ours`` the harness computed when it mea
 (our strategy's gradient on the same instance, untimed,
 ``PeerStrategy.counterpart_difference`` in ``backends/peers/base.py``); a peer measured
 without its counterpart still shows its own columns, the ratios then "–".
+
+The time ratio is paired where the sweep timed the peer against ours in one process, call by
+call (a grid with ``pair_with = "counterpart"``: the median over ABBA blocks, with its exact
+95 % interval); otherwise it divides the two records' median times, measured in separate
+processes, which on a shared VM move by 15 % and more between runs.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from suite.order import sort_rows
 #: the keys a peer and our record must share to stand in one row
 MATCH_KEYS = ["problem", "problem_options", "framework", "device", "dtype", "seed", "n", "K"]
 COLUMNS = ["problem_options", "framework", "dtype", "n", "K", "backend", "peer", "ours",
-           "time_s", "time_ours_s", "time_ratio", "peak_bytes", "peak_ours_bytes", "peak_ratio",
+           "time_s", "time_ours_s", "time_ratio", "time_interval", "time_measure", "peak_bytes",
+           "peak_ours_bytes", "peak_ratio",
            "error", "error_ours", "grad_diff_error", "peer_steps", "converged_only",
            "trace_note"]
 HEADERS = {"problem_options": "problem options", "backend": "peer row", "peer": "library",
            "ours": "ours", "time_s": "time (peer)", "time_ours_s": "time (ours)",
-           "time_ratio": "time ours/peer", "peak_bytes": "peak (peer)",
+           "time_ratio": "time ours/peer", "time_interval": "95 % interval",
+           "time_measure": "time ratio from", "peak_bytes": "peak (peer)",
            "peak_ours_bytes": "peak (ours)", "peak_ratio": "peak ours/peer",
            "error": "error (peer)", "error_ours": "error (ours)",
            "grad_diff_error": "‖g_ours − g_peer‖/‖g_peer‖", "peer_steps": "steps (peer)",
@@ -46,6 +53,21 @@ def _ratio(ours: float, theirs: float) -> float:
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (ours, theirs)):
         return math.nan
     return float(ours) / float(theirs) if theirs else math.nan
+
+
+def _paired(peer: pd.Series, ours_name: str | None) -> tuple[float, str, str] | None:
+    """(ours/peer, its interval, how measured) from the peer record's paired blocks when the
+    sweep timed it against ``ours_name`` in its process (a grid's ``pair_with``); None else.
+    The record holds peer/ours: inverted, with the interval's ends swapped."""
+    ratio, low, high = (peer.get(k) for k in ("time_ratio", "time_ratio_low", "time_ratio_high"))
+    if (ours_name is None or peer.get("time_ratio_to") != ours_name
+            or any(v is None or (isinstance(v, float) and math.isnan(v)) or v <= 0
+                   for v in (ratio, low, high))):
+        return None
+    blocks = peer.get("time_ratios")
+    count = len(blocks) if isinstance(blocks, list) else 0
+    return (1.0 / ratio, f"[{1.0 / high:.3f}, {1.0 / low:.3f}]",
+            f"paired, {count} ABBA blocks")
 
 
 def _diag(row: pd.Series, key: str) -> float:
@@ -77,11 +99,15 @@ def peers_table(frame: pd.DataFrame, problem: str | None = None) -> pd.DataFrame
         ours = mine.iloc[0] if len(mine) else None
         get = (lambda col, r=ours: math.nan if r is None else r[col])  # noqa: E731
         strategy = backends.registry().get(peer["backend"])
+        paired = _paired(peer, ours_name)
+        time_ratio, interval, measure = paired or (
+            _ratio(get("time_s"), peer["time_s"]), "–",
+            "separate runs" if ours is not None else "–")
         rows.append({
             **{k: peer[k] for k in MATCH_KEYS}, "backend": peer["backend"],
             "peer": peer["peer"], "ours": ours_name or "–",
             "time_s": peer["time_s"], "time_ours_s": get("time_s"),
-            "time_ratio": _ratio(get("time_s"), peer["time_s"]),
+            "time_ratio": time_ratio, "time_interval": interval, "time_measure": measure,
             "peak_bytes": peer["peak_bytes"], "peak_ours_bytes": get("peak_bytes"),
             "peak_ratio": _ratio(get("peak_bytes"), peer["peak_bytes"]),
             "error": peer["grad_rel_error"], "error_ours": get("grad_rel_error"),
@@ -109,5 +135,5 @@ def peers_view(frame: pd.DataFrame, problem: str) -> dict | None:
     # pandas' string cast leaves NaN missing, which nunique would not count)
     data = data.astype(object).where(data.notna(), "–")
     return table(data, COLUMNS, HEADERS,
-                 keep=("backend", "ours", "n", "K", "time_ratio", "peak_ratio",
+                 keep=("backend", "ours", "n", "K", "time_ratio", "time_measure", "peak_ratio",
                        "grad_diff_error"))

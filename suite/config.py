@@ -32,7 +32,9 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 TOP_KEYS = {"name", "description", "problems", "backends", "frameworks", "dtypes", "device",
             "seeds", "repeats", "timeout_s", "memory_cap", "threads", "pair_with", "grid",
             "options"}
-GRID_KEYS = {"n", "K", "problems", "backends", "frameworks", "dtypes", "options"}
+GRID_KEYS = {"n", "K", "problems", "backends", "frameworks", "dtypes", "options", "pair_with"}
+#: a grid's ``pair_with`` that pairs each peer row with the strategy of ours it corresponds to
+COUNTERPART = "counterpart"
 _UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
           "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 
@@ -47,13 +49,23 @@ class Grid:
     dtypes: tuple[str, ...] | None = None
     #: options for this grid's points, over the config's ``[options]``
     options: dict[str, Any] | None = None
+    #: time this grid's points against this strategy in their own process (ABBA blocks), over
+    #: the config's ``pair_with``; ``"counterpart"``: each peer row against the strategy of ours
+    #: it corresponds to (our own rows are then not paired)
+    pair_with: str | None = None
+
+    def pair_for(self, backend: str) -> str | None:
+        """The strategy a point of ``backend`` in this grid is timed against (None: none)."""
+        if self.pair_with != COUNTERPART:
+            return self.pair_with
+        return backends.registry()[backend].counterpart()
 
     def to_json(self) -> dict[str, Any]:
         """Lists for the tuples, the options table as a table (meta.json must round-trip)."""
         out: dict[str, Any] = {}
         for key, value in self.__dict__.items():
-            if value is None:
-                out[key] = None
+            if value is None or isinstance(value, str):
+                out[key] = value
             elif isinstance(value, dict):
                 out[key] = dict(value)
             else:
@@ -81,7 +93,18 @@ class SweepConfig:
 
     def points(self) -> list[Point]:
         """Every point, deduplicated, ordered so each series runs K upwards."""
+        return sorted(self._grid_of_points().values(), key=lambda p: (
+            p.problem, strategy_rank(p.backend), framework_rank(p.framework), p.dtype, p.n, p.seed,
+            sorted((k, str(v)) for k, v in p.options.items()), p.K))
+
+    def _grid_of_points(self) -> dict[str, Point]:
+        """Every point by key, each from the first grid that names it."""
         seen: dict[str, Point] = {}
+        for _, p in self._grid_points():
+            seen.setdefault(p.key(), p)
+        return seen
+
+    def _grid_points(self):
         for grid in self.grids:
             for prob, back, fw, dtype, n, seed in itertools.product(
                 grid.problems or self.problems, grid.backends or self.backends,
@@ -90,12 +113,28 @@ class SweepConfig:
             ):
                 for opts in self._option_grid(prob, back, grid.options or {}):
                     for K in grid.K:
-                        p = Point(prob, back, fw, n=n, K=K, device=self.device, dtype=dtype,
-                                  seed=seed, options=opts)
-                        seen.setdefault(p.key(), p)
-        return sorted(seen.values(), key=lambda p: (
-            p.problem, strategy_rank(p.backend), framework_rank(p.framework), p.dtype, p.n, p.seed,
-            sorted((k, str(v)) for k, v in p.options.items()), p.K))
+                        yield grid, Point(prob, back, fw, n=n, K=K, device=self.device,
+                                          dtype=dtype, seed=seed, options=opts)
+
+    def pairings(self) -> dict[str, str | None]:
+        """Point key → the strategy it is timed against, for the points whose first grid sets
+        ``pair_with`` (the others take the config's settings as they are)."""
+        out: dict[str, str | None] = {}
+        for grid, p in self._grid_points():
+            key = p.key()
+            if key not in out:
+                out[key] = grid.pair_for(p.backend) if grid.pair_with is not None else ...
+        return {k: v for k, v in out.items() if v is not ...}
+
+    def settings_for(self, point: Point, pairings: dict[str, str | None] | None = None
+                     ) -> Settings:
+        """How ``point`` is measured: the config's settings, with its grid's ``pair_with``
+        where that grid sets one (``pairings``: :meth:`pairings`, computed once by a sweep)."""
+        pairings = self.pairings() if pairings is None else pairings
+        key = point.key()
+        if key not in pairings:
+            return self.settings
+        return replace(self.settings, pair_with=pairings[key])
 
     def _option_grid(self, problem: str, backend: str,
                      grid_options: dict[str, Any]) -> list[dict[str, Any]]:
@@ -309,7 +348,16 @@ def _grid(g: Any, i: int, loc: Any) -> Grid:
         if "dtypes" in g else None,
         options=_grid_options(g["options"], loc(f"grid[{i}].options"))
         if "options" in g else None,
+        pair_with=_grid_pair_with(g["pair_with"], loc(f"grid[{i}].pair_with"))
+        if "pair_with" in g else None,
     )
+
+
+def _grid_pair_with(value: Any, where: str) -> str:
+    allowed = [COUNTERPART, *sorted(backends.registry())]
+    if not isinstance(value, str) or (value != COUNTERPART and value not in backends.registry()):
+        raise UsageError(where, f"unknown {value!r}", allowed)
+    return value
 
 
 def _options(raw: dict[str, Any], loc: Any) -> dict[str, Any]:

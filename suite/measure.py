@@ -26,6 +26,7 @@ from backends.base import Run
 from problems.base import REFERENCE_KINDS
 from suite import references
 from suite.frameworks import registry as framework_registry
+from suite.intervals import median_interval
 from suite.plugin.errors import UnsupportedError
 from suite.plugin.framework import COUNT_KINDS, Framework, OpCounter
 from suite.point import Point, Settings
@@ -143,12 +144,23 @@ def _paired_program(prep: Any, settings: Settings) -> Callable[[], Any] | None:
     from dataclasses import replace as _replace
 
     fw = prep.fw
+    # the options the other strategy reads too (a peer and ours share tol, restart, …)
+    declared = ({o.name for o in prep.problem.options}
+                | {o.name for o in backends.registry()[settings.pair_with].options})
     other = prepare(_replace(prep.point, backend=settings.pair_with,
                              options={k: v for k, v in prep.point.options.items()
-                                      if k in {o.name for o in prep.problem.options}}))
+                                      if k in declared}))
     other_fn = fw.compile_shared(other.gradient_program(), other.theta, other.arrays)
     fw.synchronize(other_fn(other.theta, other.arrays))  # warm-up / compile
     return lambda: other_fn(other.theta, other.arrays)
+
+
+def _ratio_interval(ratios: list[float] | None) -> dict[str, float | None]:
+    """``time_ratio_low`` and ``time_ratio_high``: the median's 95 % interval over the blocks."""
+    if not ratios:
+        return {"time_ratio_low": None, "time_ratio_high": None}
+    interval = median_interval(ratios)
+    return {"time_ratio_low": interval.low, "time_ratio_high": interval.high}
 
 
 def _paired_ratios(fw: Any, own_call: Callable[[], Any], other_call: Callable[[], Any] | None,
@@ -426,6 +438,7 @@ def _record(prep: Any, settings: Settings, first: _FirstCall, timing: _Timing, p
         compile_s=max(0.0, first.seconds - time_s) if prep.fw.compiles else None,
         repeats=settings.repeats, times_s=times, time_ratio=timing.ratio,
         time_ratios=timing.ratios, time_ratio_to=settings.pair_with,
+        **_ratio_interval(timing.ratios),
         peak_bytes=peak, peak_method=peak_method, trace_bytes=trace, trace_note=trace_note,
         rss_peak_bytes=rss, peer=strategy.peer_label(),
         grad_rel_error=errors[strategy.reference], reference=strategy.reference,

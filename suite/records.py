@@ -58,6 +58,10 @@ class Record:
     #: the per-pair ratios ``time_ratio`` is the median of, in the order they were timed: the
     #: samples the gate's rank test compares between two code versions on one machine
     time_ratios: list[float] | None = None
+    #: the exact distribution-free 95 % interval of ``time_ratio`` (the median of
+    #: ``time_ratios``: suite.intervals), from the blocks' order statistics
+    time_ratio_low: float | None = None
+    time_ratio_high: float | None = None
     # memory (bytes)
     peak_bytes: int | None = None
     peak_method: str | None = None

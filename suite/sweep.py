@@ -149,6 +149,7 @@ class _Measuring:
     def __init__(self, run: RunDir, config: SweepConfig, executor: Executor,
                  result: SweepResult, previous: list[Record], bar) -> None:
         self.run, self.settings, self.executor = run, config.settings, executor
+        self.config, self.pairings = config, config.pairings()
         self.result, self.bar = result, bar
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -161,13 +162,14 @@ class _Measuring:
     def measure(self, point: Point, slot: int) -> None:
         if self.stopping.is_set():
             return
+        settings = self.config.settings_for(point, self.pairings)
         reason = self.skip_reason(point)
         if reason is not None:
-            self.record(Record.for_point(point, self.settings, status="skipped", error=reason))
+            self.record(Record.for_point(point, settings, status="skipped", error=reason))
             return
         if self.bar is not None:
             self.bar.set_description_str(point.label(), refresh=True)
-        rec = self.executor.run(point, self.settings, slot=slot)
+        rec = self.executor.run(point, settings, slot=slot)
         if self.stopping.is_set():  # killed by the interrupt, not by its own fault: not a
             return                  # record; --resume measures it again
         self.record(rec)

@@ -244,3 +244,44 @@ def test_config_paths_that_cannot_be_read_are_one_line(tmp_path):
 def test_damaged_meta_json_config_names_the_key(payload, field):
     with pytest.raises(UsageError, match=re.escape(field)):
         config_from_json(payload)
+
+
+PAIRED = """\
+name = "p"
+problems = ["gd"]
+backends = ["ift-cg"]
+frameworks = ["jax"]
+
+[[grid]]
+backends = ["ift-cg", "jaxopt-cg", "jaxopt-gmres"]
+n = [10]
+K = [100]
+pair_with = "counterpart"
+
+[[grid]]
+backends = ["ift-direct"]
+n = [10]
+K = [100]
+pair_with = "unrolled"
+
+[[grid]]
+n = [20]
+K = [100]
+"""
+
+
+def test_a_grid_pairs_its_points_and_counterpart_pairs_each_peer_with_ours(tmp_path):
+    config = load_config(str(_write(tmp_path, PAIRED)))
+    pairings = config.pairings()
+    paired = {p.backend + f"@{p.n}": config.settings_for(p, pairings).pair_with
+              for p in config.points()}
+    assert paired == {"ift-cg@10": None, "jaxopt-cg@10": "ift-cg",
+                      "jaxopt-gmres@10": "ift-gmres", "ift-direct@10": "unrolled",
+                      "ift-cg@20": None}
+    assert config_from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+def test_a_bad_grid_pair_with_names_the_grid_and_the_allowed_values(tmp_path):
+    with pytest.raises(UsageError) as err:
+        load_config(str(_write(tmp_path, PAIRED.replace('"unrolled"', '"unroled"'))))
+    assert "grid[1].pair_with" in str(err.value) and "counterpart" in str(err.value)

@@ -80,3 +80,26 @@ def test_our_own_records_carry_no_difference_and_the_section_shows_the_table(fra
     assert "time ours/peer" in view["columns"] and "‖g_ours − g_peer‖/‖g_peer‖" in view["columns"]
     assert len(view["rows"]) == 4
     assert peers.peers_table(frame, "qp").empty
+
+
+def test_a_paired_peer_row_shows_ours_over_peer_from_its_blocks(tmp_path):
+    """A sweep that timed jaxopt-cg against ift-cg in its process (pair_with = "counterpart")
+    records peer/ours per ABBA block; the table shows ours/peer = 1/median with the interval's
+    ends inverted, not the quotient of the two records' times."""
+    run = tmp_path / "paired-run"
+    run.mkdir()
+    peer = measure(Point("gd", "jaxopt-cg", "jax", n=6, K=40),
+                   Settings(repeats=1, pair_with="ift-cg"))
+    ours = measure(Point("gd", "ift-cg", "jax", n=6, K=40), Settings(repeats=1))
+    with open(run / "records.jsonl", "w") as fh:
+        for record in (peer, ours):
+            fh.write(json.dumps(record.to_json()) + "\n")
+    ratios = peer.time_ratios
+    assert peer.time_ratio_to == "ift-cg" and len(ratios) >= 11
+    assert peer.time_ratio == pytest.approx(float(np.median(ratios)), rel=1e-12)
+    xs = sorted(ratios)  # 11 blocks: the 95 % interval is the 2nd to the 10th (coverage 98.8 %)
+    assert (peer.time_ratio_low, peer.time_ratio_high) == (xs[1], xs[-2])
+    row = peers.peers_table(analysis.annotate(load_frame(run)), "gd").iloc[0]
+    assert row["time_ratio"] == pytest.approx(1 / peer.time_ratio, rel=1e-12)
+    assert row["time_interval"] == f"[{1 / xs[-2]:.3f}, {1 / xs[1]:.3f}]"
+    assert row["time_measure"] == f"paired, {len(ratios)} ABBA blocks"
