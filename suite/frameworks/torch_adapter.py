@@ -81,6 +81,10 @@ class SavedTensorMeter:
         return holder.tensor
 
 
+#: tangents one eager vmap of jvp pushes at once (see ``jvp_columns``)
+JVP_CHUNK = 16
+
+
 class TorchFramework(Framework):
     name = "torch"
     order = 0  # listed first, and the first adapter references try (eager: no tracing limits)
@@ -221,9 +225,12 @@ class TorchFramework(Framework):
 
     def jvp_columns(self, f: Callable[[Any], Any], x: Any, tangents: Any) -> Any:
         # as jacfwd does it (vmap of jvp), without the eager fast paths of ``jvp``: they are
-        # written for dual tensors and do not compose with functorch's batched tangents
+        # written for dual tensors and do not compose with functorch's batched tangents.
+        # JVP_CHUNK tangents at a time: eager vmap holds every intermediate for all the
+        # tangents it pushes at once (qp, n = 50, batch 4: 112 tangents, 10.1 MB peak)
         torch = self._torch
-        return torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t,))[1])(tangents)
+        return torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t,))[1],
+                               chunk_size=JVP_CHUNK)(tangents)
 
     def solve(self, A: Any, b: Any) -> Any:
         return self._torch.linalg.solve(A, b)
