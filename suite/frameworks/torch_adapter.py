@@ -81,8 +81,8 @@ class SavedTensorMeter:
         return holder.tensor
 
 
-#: tangents one eager vmap of jvp pushes at once (see ``jvp_columns``)
-JVP_CHUNK = 16
+#: bytes of tangents one eager vmap of jvp pushes at once (see ``jvp_columns``)
+JVP_CHUNK_BYTES = 64 * 1024
 
 
 class TorchFramework(Framework):
@@ -226,11 +226,14 @@ class TorchFramework(Framework):
     def jvp_columns(self, f: Callable[[Any], Any], x: Any, tangents: Any) -> Any:
         # as jacfwd does it (vmap of jvp), without the eager fast paths of ``jvp``: they are
         # written for dual tensors and do not compose with functorch's batched tangents.
-        # JVP_CHUNK tangents at a time: eager vmap holds every intermediate for all the
-        # tangents it pushes at once (qp, n = 50, batch 4: 112 tangents, 10.1 MB peak)
+        # JVP_CHUNK_BYTES of tangents at a time: eager vmap holds every intermediate for all
+        # the tangents it pushes at once (qp, n = 50, batch 4: 112 tangents, 10.1 MB peak);
+        # below that, one push, since splitting and re-joining the columns costs a copy
         torch = self._torch
+        count = tangents.shape[0]
+        chunk = max(1, JVP_CHUNK_BYTES // max(1, tangents[0].numel() * tangents.element_size()))
         return torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t,))[1],
-                               chunk_size=JVP_CHUNK)(tangents)
+                               chunk_size=chunk if chunk < count else None)(tangents)
 
     def solve(self, A: Any, b: Any) -> Any:
         return self._torch.linalg.solve(A, b)
