@@ -166,17 +166,16 @@ def test_torch_forward_mode_jacobian_pushes_its_tangents_in_chunks():
     """jacobian=forward-mode builds the KKT blocks from 112 JVPs (n = 50: 50 + 50 + 12 per
     instance); eager vmap held every intermediate for all of them at once (10.1 MB peak at
     batch 4), in chunks of JVP_CHUNK_BYTES (18 tangents of 448 doubles) the whole gradient
-    stays under 4 MiB, and the blocks are the closed form's to rounding."""
+    stays under 4 MiB, and the gradient is the closed form's to rounding."""
     from suite.frameworks.torch_adapter import JVP_CHUNK_BYTES
     from suite.measure import measure
     from suite.point import Settings
 
     opts = {"solver": "ipm", "batch": "4"}
-    forward = measure(Point("qp", "ift-direct", "torch", n=50, K=30,
-                            options={**opts, "jacobian": "forward-mode"}), Settings(repeats=1))
-    closed = measure(Point("qp", "ift-direct", "torch", n=50, K=30, options=opts),
-                     Settings(repeats=1))
-    assert forward.status == closed.status == "ok" and JVP_CHUNK_BYTES // (448 * 8) < 112
-    assert forward.jvp_evals == 112 and closed.jvp_evals in (None, 0)
-    assert forward.peak_bytes < 4 * 2**20
-    assert abs(forward.grad_rel_error - closed.grad_rel_error) < 1e-12
+    forward = Point("qp", "ift-direct", "torch", n=50, K=10,
+                    options={**opts, "jacobian": "forward-mode"})
+    record = measure(forward, Settings(repeats=1))
+    assert record.status == "ok" and record.jvp_evals == 112
+    assert JVP_CHUNK_BYTES // (448 * 8) < 112 and record.peak_bytes < 4 * 2**20
+    closed = evaluate(Point("qp", "ift-direct", "torch", n=50, K=10, options=opts)).gradient
+    assert rel(evaluate(forward).gradient, closed) < 1e-10
