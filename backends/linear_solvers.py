@@ -118,6 +118,14 @@ def conjugate_gradient(fw: Any, op: Operator, b: Any, opts: dict[str, Any]) -> S
     def body(s: tuple) -> tuple:
         z, r, p, rs, k, its = s
         fw.tick("solver_iters", rs)
+        if b.shape[0] == 1:  # one block: the loop ends when it stops, so nothing is frozen
+            Ap = op.matvec(p)
+            alpha = rs / xp.sum(p * Ap, axis=-1)
+            z = z + alpha[:, None] * p
+            r = r - alpha[:, None] * Ap
+            rs_new = xp.sum(r * r, axis=-1)
+            p = r + (rs_new / rs)[:, None] * p
+            return z, r, p, rs_new, k + 1, its + 1
         on = xp.sqrt(rs) > threshold  # blocks still iterating; the others are frozen
         Ap = op.matvec(p)
         pAp = xp.sum(p * Ap, axis=-1)
