@@ -16,6 +16,7 @@ PYTEST_ARGS ?=
 # process, so module fixtures such as the report test's sweep run once. --dist loadgroup would
 # hand out single tests, but pytest-xdist 3.8 cannot tag their groups under pytest 9.2). Three
 # on two cores: many tests wait on subprocesses they start, and a third process fills that time
+# Files are handed out longest first, in the order tests/conftest.py sorts them (LONGEST_FIRST).
 TEST_WORKERS ?= 3
 
 BIN   := $(VENV)/bin
@@ -41,7 +42,7 @@ bench: $(STAMP)
 		$(if $(ADDRESS),--address $(ADDRESS)) --report
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The property test of the command line (tests/test_cli_fuzz.py) with many more examples than
 # make test's 10, with hypothesis's statistics (which commands ran, how they ended).

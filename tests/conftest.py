@@ -35,5 +35,24 @@ def _shared_jax_compilation_cache(tmp_path_factory):
     yield
 
 
+#: test files, longest first (seconds per file, ``pytest --durations=0`` summed by file): the
+#: Makefile hands whole files to pytest-xdist's workers in collection order
+#: (``--no-loadscope-reorder``; by default they go largest test count first, which sends few
+#: but long files such as test_trust last), and starting the longest files first keeps one
+#: worker from running a long file alone at the end. Files not listed follow in their order.
+LONGEST_FIRST = (
+    "test_memory_scaling.py", "test_exact_strategies.py", "test_problems.py", "test_trust.py",
+    "test_peers_jax.py", "test_qp.py", "test_executors.py", "test_deq.py", "test_report.py",
+    "test_external_problems.py", "test_gate.py", "test_sweep_resume.py", "test_check.py",
+    "test_failure_modes.py", "test_reversible.py", "test_gate_machines.py",
+    "test_ift_family.py", "test_peers_torch.py", "test_figures.py", "test_problem_claims.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
+
 FRAMEWORKS = ("torch", "jax")
 

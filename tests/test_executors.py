@@ -58,12 +58,13 @@ def test_a_point_that_leaks_does_not_change_the_next_points_memory(monkeypatch, 
 
 
 def test_fork_and_spawn_launchers_record_the_same_deterministic_meters(tmp_path):
-    config = _config("launchers", [5, 50], backends=("checkpoint-binomial",),
+    # one K per framework: a launcher changes how the worker starts, not what a K measures
+    config = _config("launchers", [50], backends=("checkpoint-binomial",),
                      frameworks=("torch", "jax"))
     forked = _by_K(run_sweep(config, tmp_path / "fork", progress=False).run_dir)
     spawned = _by_K(run_sweep(config, tmp_path / "spawn", progress=False,
                               executor_options={"launcher": "spawn"}).run_dir)
-    assert forked.keys() == spawned.keys() and len(forked) == 4
+    assert forked.keys() == spawned.keys() and len(forked) == 2
     for key, record in forked.items():
         assert record.status == "ok", record.error
         for name in DETERMINISTIC:

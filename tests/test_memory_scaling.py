@@ -19,7 +19,7 @@ from .helpers import peak_bytes, trace_bytes
 OPTIONS = {"reversible": {"momentum": "0.9"}, "checkpoint-binomial": {"snapshots": "8"},
            "truncated": {"k": "10"}}
 #: forward mode costs p = n sweeps: keep n small there so the test stays fast
-SIZE = {"forward": 16, "forward-batched": 16}
+SIZE = {"forward": 8, "forward-batched": 8}
 FLAT_IN_K = ["forward", "forward-batched", "checkpoint-binomial", "truncated", "ift-direct",
              "ift-cg", "ift-gmres", "ift-neumann", "ift-jfb"]
 KIB = 1024
