@@ -152,6 +152,13 @@ class Problem(ABC):
         """Why this problem cannot be measured with ``strategy`` (None: it can)."""
         return None
 
+    def size_reason(self, strategy: str, framework: str, n: int,
+                    options: Mapping[str, Any]) -> str | None:
+        """Why this problem cannot be measured with ``strategy`` at size ``n`` with these
+        (parsed) options, although it can at others — a cost that outgrows any point's budget,
+        e.g. forward mode's dim θ sweeps (None: it can). Checked for every point."""
+        return None
+
     def ift_warnings(self, instance: Instance, x: np.ndarray) -> list[str]:
         """Where the IFT's conditions fail at the solution variables x (float64), in words:
         a singular ∂F/∂x, a non-differentiable F. Reported in IFT records, never hidden."""

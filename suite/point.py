@@ -147,7 +147,9 @@ def validate_point(point: Point) -> dict[str, dict[str, Any]]:
                                if k in {o.name for o in strategy.options}}, strategy.name),
     }
     reason = (support_reason(point.problem, point.backend, point.framework, point.device)
-              or strategy.options_reason(problem, parsed["problem"], parsed["strategy"]))
+              or strategy.options_reason(problem, parsed["problem"], parsed["strategy"])
+              or problem.size_reason(point.backend, point.framework, point.n,
+                                     parsed["problem"]))
     if reason is not None:
         raise UnsupportedError("backend", reason)
     return parsed

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-PROBLEMS = ("deq", "gd", "qp", "savi", "softmax", "sparsemax")
+PROBLEMS = ("deq", "gd", "imaml", "qp", "savi", "softmax", "sparsemax")
 BACKENDS = ("unrolled", "forward", "forward-batched", "checkpoint-sqrt", "checkpoint-binomial",
             "reversible", "truncated", "ift-direct", "ift-cg", "ift-gmres", "ift-neumann",
             "ift-jfb") + (
@@ -78,9 +78,9 @@ UNSUPPORTED.update({(p, peer): f"{peer} fits {', '.join(fits)} only"
 #: (problem, backend) → (the reason it is refused with the default options, the options that
 #: make it measurable), the same in both frameworks
 NEEDS_OPTIONS: dict[tuple[str, str], tuple[str, dict[str, str]]] = {
-    ("gd", "reversible"): (
+    **{(p, "reversible"): (
         "reversible needs momentum γ in (0, 1) (multiplying by γ = 0 destroys all information); "
-        "run gd with --option momentum=0.9", {"momentum": "0.9"}),
+        f"run {p} with --option momentum=0.9", {"momentum": "0.9"}) for p in ("gd", "imaml")},
     **{(p, b): (_no_alpha(p), {"alpha": "0.1"})
        for p in ("qp", "softmax", "sparsemax") for b in ("ift-neumann", "ift-jfb")},
     **{("qp", b): (

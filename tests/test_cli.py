@@ -70,7 +70,7 @@ def test_bad_input_is_one_line_naming_the_field_and_exit_2(argv, field, capsys):
 def test_unknown_name_lists_the_allowed_values(capsys):
     main(["point", "--problem", "nope", "--backend", "unrolled", "--framework", "torch",
           "--n", "5", "--K", "5"])
-    assert "allowed: deq, gd, qp" in capsys.readouterr().err
+    assert "allowed: deq, gd, imaml, qp" in capsys.readouterr().err
 
 
 @pytest.mark.slow

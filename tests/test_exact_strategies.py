@@ -16,13 +16,16 @@ from .conftest import FRAMEWORKS
 from .helpers import SMALL, rel
 
 EXACT = ["forward", "forward-batched", "checkpoint-sqrt", "checkpoint-binomial", "reversible"]
-# gd is checked with and without momentum (reversible needs it); savi always has momentum
-OPTION_SETS = {"gd": [{}, {"momentum": "0.9"}]}
+# gd is checked with and without momentum (reversible needs it); savi always has momentum;
+# imaml with momentum only (its plain descent is the k_step reference's, tests/test_imaml.py)
+OPTION_SETS = {"gd": [{}, {"momentum": "0.9"}], "imaml": [{"momentum": "0.9"}]}
 #: K per problem: the smallest K whose gradient is not identically zero (gd starts from
 #: w₀ = 0, so w₁, and with momentum v₁, does not depend on θ: every K = 1 gradient is 0), one
 #: K past every schedule's trivial cases, and a larger one; savi, the costliest (forward mode
-#: costs dim θ sweeps), keeps two
-K_VALUES = {"gd": (2, 9, 64), "savi": (1, 24)}
+#: costs dim θ sweeps), keeps two, and imaml (75 sweeps here) one: the others cover K = 1
+K_VALUES = {"gd": (2, 9, 64), "savi": (1, 24), "imaml": (24,)}
+#: n per problem: imaml's dim θ = 70n + 5 (at n = 1, 75)
+SIZES = {"savi": 3, "imaml": 1}
 
 # The cases come from the pinned support matrix (tests/support_matrix.py), not from asking the
 # code what it supports: a cell that stops being supported fails here instead of vanishing.
@@ -40,7 +43,7 @@ def test_every_exact_strategy_is_exercised_on_every_problem_it_supports():
 @pytest.mark.parametrize("problem, backend, framework, options, K", [
     (*case, K) for case in CASES for K in K_VALUES.get(case[0], (1, 9, 64))])
 def test_exact_strategy_equals_unrolled(problem, backend, framework, options, K):
-    n = 3 if problem == "savi" else 9
+    n = SIZES.get(problem, 9)
     point = Point(problem, backend, framework, n=n, K=K, options=options)
     reference = evaluate(Point(problem, "unrolled", framework, n=n, K=K, options=options))
     # a zero reference would make the comparison vacuous

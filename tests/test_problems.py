@@ -16,10 +16,10 @@ from .conftest import FRAMEWORKS
 from .helpers import SMALL, rel, trace_bytes
 
 PROBLEMS = list(support_matrix.PROBLEMS)
-SIZE = {"savi": 2}
+SIZE = {"savi": 2, "imaml": 2}
 #: K at which each problem's solver has converged to rounding (for the converged reference)
 CONVERGED_K = {"gd": 4000, "softmax": 4000, "sparsemax": 120, "savi": 2000, "qp": 2000,
-               "deq": 200}
+               "deq": 200, "imaml": 400}
 
 
 def _instance(name: str, n: int):
@@ -89,6 +89,10 @@ IFT_CASES = [(p, b) for p in PROBLEMS for b in IFT_EXACT
 #: GMRES solves (qp ift-gmres JAX), ≤ 2.2e-11 for CG (savi torch; CG stops at relative
 #: residual 1e-10, and savi's ∂F/∂x is the least well conditioned)
 IFT_TOLERANCE = {"ift-direct": 1e-12, "ift-gmres": 1e-12, "ift-cg": 1e-9}
+#: imaml's ∂F/∂x (one block of dim x = 145) is the only system here on which GMRES meets its
+#: tolerance before its dimension's worth of steps: like CG, it stops at relative residual
+#: 1e-10, short of exact (5.3e-11 achieved, both frameworks)
+IFT_TOLERANCE_OF = {("imaml", "ift-gmres"): 1e-9}
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -99,7 +103,7 @@ def test_ift_at_a_solution_equals_the_converged_reference(name, backend, framewo
     ev = evaluate(Point(name, backend, framework, n=n, K=CONVERGED_K[name],
                         options=SMALL.get(name, {})))
     error = rel(ev.gradient, problem.reference_gradient(inst, 1, "converged"))
-    assert error < IFT_TOLERANCE[backend]
+    assert error < IFT_TOLERANCE_OF.get((name, backend), IFT_TOLERANCE[backend])
 
 
 def test_every_problem_has_an_exact_ift_strategy():
