@@ -206,3 +206,29 @@ def config_view(config: dict[str, Any]) -> dict[str, Any]:
              for g in config.get("grids") or []]
     return {"general": general, "grids": grids,
             "json": json.dumps(config, indent=2, ensure_ascii=False)}
+
+
+def memory_wall(frame: pd.DataFrame) -> list[str]:
+    """One line per point past the memory cap (``oom``, or ``skipped`` after its series' oom):
+    the peak it would have needed, predicted from the series' smaller K
+    (``predicted_need_bytes``; suite.memory_need), against the cap it ran under."""
+    from reports.units import format_bytes
+
+    if frame.empty or "predicted_need_bytes" not in frame:
+        return []
+    wall = frame[frame["status"].isin(["oom", "skipped"])
+                 & (frame["status"].eq("oom") | frame["predicted_need_bytes"].notna())]
+    lines = []
+    for r in sort_rows(wall, ["problem", "backend", "framework", "n", "K"]).to_dict("records"):
+        where = (f"{r['backend']} ({r['framework']}) at {r['problem']} n = {r['n']}, "
+                 f"K = {r['K']}")
+        cap = r.get("memory_cap_bytes")
+        cap_text = f"cap {format_bytes(cap)}" if pd.notna(cap) else "no cap set"
+        need = r.get("predicted_need_bytes")
+        if pd.notna(need):
+            lines.append(f"{where} needs ≈ {format_bytes(need)} (predicted from K ≤ "
+                         f"{max(r['predicted_need_from_K'])}), {cap_text}")
+        else:
+            lines.append(f"{where} ran out of memory ({cap_text}); fewer than two smaller K "
+                         "of its series were measured, so its need is not predicted")
+    return lines

@@ -32,7 +32,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 TOP_KEYS = {"name", "description", "problems", "backends", "frameworks", "dtypes", "device",
             "seeds", "repeats", "timeout_s", "memory_cap", "threads", "pair_with", "grid",
             "options"}
-GRID_KEYS = {"n", "K", "problems", "backends", "frameworks", "dtypes", "options", "pair_with"}
+GRID_KEYS = {"n", "K", "problems", "backends", "frameworks", "dtypes", "options", "pair_with",
+             "timeout_s"}
 #: a grid's ``pair_with`` that pairs each peer row with the strategy of ours it corresponds to
 COUNTERPART = "counterpart"
 _UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -53,6 +54,9 @@ class Grid:
     #: the config's ``pair_with``; ``"counterpart"``: each peer row against the strategy of ours
     #: it corresponds to (our own rows are then not paired)
     pair_with: str | None = None
+    #: seconds before one of this grid's points is killed (over the config's ``timeout_s``):
+    #: a grid of large points gets the time they need without lending it to every point
+    timeout_s: float | None = None
 
     def pair_for(self, backend: str) -> str | None:
         """The strategy a point of ``backend`` in this grid is timed against (None: none)."""
@@ -64,7 +68,7 @@ class Grid:
         """Lists for the tuples, the options table as a table (meta.json must round-trip)."""
         out: dict[str, Any] = {}
         for key, value in self.__dict__.items():
-            if value is None or isinstance(value, str):
+            if value is None or isinstance(value, str | float):
                 out[key] = value
             elif isinstance(value, dict):
                 out[key] = dict(value)
@@ -116,25 +120,29 @@ class SweepConfig:
                         yield grid, Point(prob, back, fw, n=n, K=K, device=self.device,
                                           dtype=dtype, seed=seed, options=opts)
 
-    def pairings(self) -> dict[str, str | None]:
-        """Point key → the strategy it is timed against, for the points whose first grid sets
-        ``pair_with`` (the others take the config's settings as they are)."""
-        out: dict[str, str | None] = {}
+    def grid_settings(self) -> dict[str, dict[str, Any]]:
+        """Point key → the settings its first grid sets over the config's (``pair_with``: the
+        strategy it is timed against; ``timeout_s``), for the points whose grid sets any."""
+        out: dict[str, dict[str, Any]] = {}
         for grid, p in self._grid_points():
             key = p.key()
-            if key not in out:
-                out[key] = grid.pair_for(p.backend) if grid.pair_with is not None else ...
-        return {k: v for k, v in out.items() if v is not ...}
+            if key in out:
+                continue
+            own: dict[str, Any] = {}
+            if grid.pair_with is not None:
+                own["pair_with"] = grid.pair_for(p.backend)
+            if grid.timeout_s is not None:
+                own["timeout_s"] = grid.timeout_s
+            out[key] = own
+        return {k: v for k, v in out.items() if v}
 
-    def settings_for(self, point: Point, pairings: dict[str, str | None] | None = None
-                     ) -> Settings:
-        """How ``point`` is measured: the config's settings, with its grid's ``pair_with``
-        where that grid sets one (``pairings``: :meth:`pairings`, computed once by a sweep)."""
-        pairings = self.pairings() if pairings is None else pairings
-        key = point.key()
-        if key not in pairings:
-            return self.settings
-        return replace(self.settings, pair_with=pairings[key])
+    def settings_for(self, point: Point,
+                     grid_settings: dict[str, dict[str, Any]] | None = None) -> Settings:
+        """How ``point`` is measured: the config's settings, with what its grid sets over them
+        (``grid_settings``: :meth:`grid_settings`, computed once by a sweep)."""
+        grid_settings = self.grid_settings() if grid_settings is None else grid_settings
+        own = grid_settings.get(point.key())
+        return replace(self.settings, **own) if own else self.settings
 
     def _option_grid(self, problem: str, backend: str,
                      grid_options: dict[str, Any]) -> list[dict[str, Any]]:
@@ -350,7 +358,14 @@ def _grid(g: Any, i: int, loc: Any) -> Grid:
         if "options" in g else None,
         pair_with=_grid_pair_with(g["pair_with"], loc(f"grid[{i}].pair_with"))
         if "pair_with" in g else None,
+        timeout_s=_grid_timeout(g["timeout_s"], loc(f"grid[{i}].timeout_s"))
+        if "timeout_s" in g else None,
     )
+
+
+def _grid_timeout(value: Any, where: str) -> float:
+    checked = replace(Settings(), timeout_s=value).validate({"timeout_s": where})
+    return float(checked.timeout_s)
 
 
 def _grid_pair_with(value: Any, where: str) -> str:

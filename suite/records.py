@@ -16,13 +16,15 @@ from typing import Any
 STATUSES = ("ok", "error", "timeout", "oom", "unsupported", "skipped")
 #: the record layout's version, written into every record. 1: no ``schema_version`` key and no
 #: per-repeat ``times_s``; 2: both; 3: adds ``peer``, ``trace_note``, ``reference_source``,
-#: ``problem_origin``, ``node`` and ``phases_s``; 4: ``time_ratios``. Bump it whenever a field
+#: ``problem_origin``, ``node`` and ``phases_s``; 4: ``time_ratios``; 5: ``predicted_need_bytes``
+#: and ``predicted_need_from_K``. Bump it whenever a field
 #: is added, removed or changes meaning, and teach ``Record.from_json`` to migrate the older
 #: layouts.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: the fields each older layout lacks; reading such a record fills them with their defaults
 ADDED_IN = {2: ("times_s",), 3: ("peer", "trace_note", "reference_source", "problem_origin",
-                                 "node", "phases_s"), 4: ("time_ratios",)}
+                                 "node", "phases_s"), 4: ("time_ratios",),
+            5: ("predicted_need_bytes", "predicted_need_from_K")}
 
 
 @dataclass
@@ -70,6 +72,11 @@ class Record:
     #: keeping its factors outside autograd's saved tensors); null when it was measured
     trace_note: str | None = None
     rss_peak_bytes: int | None = None
+    #: a point past the memory cap (``oom``, or ``skipped`` after its series' oom): the peak it
+    #: would have needed, predicted from the trace bytes per step of the series' ok points at
+    #: ``predicted_need_from_K`` (suite.memory_need); null where nothing could be predicted
+    predicted_need_bytes: int | None = None
+    predicted_need_from_K: list[int] | None = None
     # accuracy
     grad_rel_error: float | None = None
     reference: str | None = None

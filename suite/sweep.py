@@ -3,7 +3,9 @@
 Resumable (points whose key is already recorded are skipped), interruptible (Ctrl-C or SIGTERM
 kills the running children and keeps every finished record), and economical: once a series
 (same everything but K) hits ``oom`` or ``timeout`` at some K, its larger K are recorded as
-``skipped`` with that reason instead of being burned again.
+``skipped`` with that reason instead of being burned again. A point past the memory cap
+carries the peak it would have needed, predicted from its series' ok points at smaller K
+(``suite.memory_need``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import backends
 from suite import provenance
 from suite.config import SweepConfig
 from suite.env import environment
 from suite.executors import Executor, make_executor
 from suite.inputs import JOBS_MAX
+from suite.memory_need import Measured, predict_need
 from suite.plugin.errors import UsageError
 from suite.point import Point
 from suite.records import Record
@@ -149,20 +153,23 @@ class _Measuring:
     def __init__(self, run: RunDir, config: SweepConfig, executor: Executor,
                  result: SweepResult, previous: list[Record], bar) -> None:
         self.run, self.settings, self.executor = run, config.settings, executor
-        self.config, self.pairings = config, config.pairings()
+        self.config, self.grid_settings = config, config.grid_settings()
         self.result, self.bar = result, bar
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         #: series → (smallest K, status) of a cap (oom, timeout) it hit
         self.capped: dict[str, tuple[int, str]] = {}
+        #: series → its ok points' K, trace and peak bytes (what a memory wall is predicted from)
+        self.measured: dict[str, list[Measured]] = {}
         for r in previous:
             if r.status in CAP_STATUSES:
                 _note_cap(self.capped, r)
+            _note_measured(self.measured, r)
 
     def measure(self, point: Point, slot: int) -> None:
         if self.stopping.is_set():
             return
-        settings = self.config.settings_for(point, self.pairings)
+        settings = self.config.settings_for(point, self.grid_settings)
         reason = self.skip_reason(point)
         if reason is not None:
             self.record(Record.for_point(point, settings, status="skipped", error=reason))
@@ -183,6 +190,11 @@ class _Measuring:
     def record(self, rec: Record) -> None:
         rec.run_id = self.run.name
         with self.lock:
+            series = _record_series(rec)
+            _note_measured(self.measured, rec)
+            if rec.status == "oom" or (rec.status == "skipped"
+                                       and self.capped.get(series, (0, ""))[1] == "oom"):
+                _predict_need(rec, self.measured.get(series, []))
             self.run.append(rec)
             statuses = self.result.statuses
             statuses[rec.status] += 1
@@ -292,12 +304,32 @@ def _run_parallel(todo: list[Point], jobs: int, measure, interrupt) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _record_series(rec: Record) -> str:
+    return _series(Point(rec.problem, rec.backend, rec.framework, n=rec.n, K=rec.K,
+                         device=rec.device, dtype=rec.dtype, seed=rec.seed, options=rec.options))
+
+
 def _note_cap(capped: dict[str, tuple[int, str]], rec: Record) -> None:
-    point = Point(rec.problem, rec.backend, rec.framework, n=rec.n, K=rec.K, device=rec.device,
-                  dtype=rec.dtype, seed=rec.seed, options=rec.options)
-    key = _series(point)
+    key = _record_series(rec)
     if key not in capped or rec.K < capped[key][0]:
         capped[key] = (rec.K, rec.status)
+
+
+def _note_measured(measured: dict[str, list[Measured]], rec: Record) -> None:
+    if rec.status == "ok" and rec.trace_bytes is not None and rec.peak_bytes is not None:
+        measured.setdefault(_record_series(rec), []).append(
+            Measured(rec.K, rec.trace_bytes, rec.peak_bytes))
+
+
+def _predict_need(rec: Record, measured: list[Measured]) -> None:
+    """Set the record's predicted need from its series (the strategy's exponent of memory in
+    K: the upper end of its theory's band)."""
+    strategy = backends.registry().get(rec.backend)
+    if strategy is None:
+        return
+    need = predict_need(measured, rec.K, strategy.theory.memory_K[1])
+    if need is not None:
+        rec.predicted_need_bytes, rec.predicted_need_from_K = need.bytes, list(need.from_K)
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -116,7 +116,7 @@ def _identity() -> dict:
 
 def test_version_1_records_migrate_with_times_missing():
     record = Record.from_json({**_identity(), "time_s": 0.5, "repeats": 5})
-    assert record.schema_version == SCHEMA_VERSION == 4
+    assert record.schema_version == SCHEMA_VERSION == 5
     assert record.times_s is None and record.time_s == 0.5
 
 
@@ -124,7 +124,7 @@ def test_version_2_records_migrate_and_may_not_carry_version_3_fields():
     from suite.plugin.errors import UsageError
 
     record = Record.from_json({**_identity(), "schema_version": 2, "times_s": [0.5]})
-    assert (record.schema_version, record.peer, record.node) == (4, None, None)
+    assert (record.schema_version, record.peer, record.node) == (SCHEMA_VERSION, None, None)
     with pytest.raises(UsageError, match="record key 'peer'"):
         Record.from_json({**_identity(), "schema_version": 2, "peer": "jaxopt 0.8.5"})
 
@@ -133,13 +133,24 @@ def test_version_3_records_migrate_and_may_not_carry_version_4_fields():
     from suite.plugin.errors import UsageError
 
     record = Record.from_json({**_identity(), "schema_version": 3, "time_ratio": 0.5})
-    assert (record.schema_version, record.time_ratio, record.time_ratios) == (4, 0.5, None)
+    assert (record.schema_version, record.time_ratio, record.time_ratios) == (SCHEMA_VERSION, 0.5,
+                                                                             None)
     with pytest.raises(UsageError, match="record key 'time_ratios'"):
         Record.from_json({**_identity(), "schema_version": 3, "time_ratios": [0.5]})
 
 
+def test_version_4_records_migrate_and_may_not_carry_version_5_fields():
+    from suite.plugin.errors import UsageError
+
+    record = Record.from_json({**_identity(), "schema_version": 4, "time_ratio_low": 0.9})
+    assert (record.schema_version, record.time_ratio_low, record.predicted_need_bytes) == (
+        SCHEMA_VERSION, 0.9, None)
+    with pytest.raises(UsageError, match="record key 'predicted_need_bytes'"):
+        Record.from_json({**_identity(), "schema_version": 4, "predicted_need_bytes": 2**33})
+
+
 @pytest.mark.parametrize("payload, field", [
-    ({"schema_version": 5}, "schema_version"),
+    ({"schema_version": SCHEMA_VERSION + 1}, "schema_version"),
     ({"schema_version": "2"}, "schema_version"),
     ({"schema_version": True}, "schema_version"),
     ({"peak_bytes_v3": 1}, "record key 'peak_bytes_v3'"),

@@ -272,8 +272,8 @@ K = [100]
 
 def test_a_grid_pairs_its_points_and_counterpart_pairs_each_peer_with_ours(tmp_path):
     config = load_config(str(_write(tmp_path, PAIRED)))
-    pairings = config.pairings()
-    paired = {p.backend + f"@{p.n}": config.settings_for(p, pairings).pair_with
+    grid_settings = config.grid_settings()
+    paired = {p.backend + f"@{p.n}": config.settings_for(p, grid_settings).pair_with
               for p in config.points()}
     assert paired == {"ift-cg@10": None, "jaxopt-cg@10": "ift-cg",
                       "jaxopt-gmres@10": "ift-gmres", "ift-direct@10": "unrolled",
@@ -285,3 +285,35 @@ def test_a_bad_grid_pair_with_names_the_grid_and_the_allowed_values(tmp_path):
     with pytest.raises(UsageError) as err:
         load_config(str(_write(tmp_path, PAIRED.replace('"unrolled"', '"unroled"'))))
     assert "grid[1].pair_with" in str(err.value) and "counterpart" in str(err.value)
+
+
+TIMED = """
+name = "t"
+problems = ["gd"]
+backends = ["unrolled"]
+frameworks = ["torch"]
+timeout_s = 60
+
+[[grid]]
+n = [10]
+K = [100]
+
+[[grid]]
+n = [2000]
+K = [100]
+timeout_s = 900
+"""
+
+
+def test_a_grid_timeout_applies_to_its_points_only_and_round_trips(tmp_path):
+    config = load_config(str(_write(tmp_path, TIMED)))
+    timeouts = {p.n: config.settings_for(p).timeout_s for p in config.points()}
+    assert timeouts == {10: 60.0, 2000: 900.0}
+    assert config_from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", '"long"'])
+def test_a_bad_grid_timeout_names_the_grid(tmp_path, bad):
+    with pytest.raises(UsageError) as err:
+        load_config(str(_write(tmp_path, TIMED.replace("timeout_s = 900", f"timeout_s = {bad}"))))
+    assert "grid[1].timeout_s" in str(err.value)
