@@ -10,10 +10,20 @@ Slopes here are two-point log–log slopes over the top decade of the sweep: bet
 K (or n) and the largest value at most a tenth of it (for n: at most half of it), so that the
 constant overheads of the smallest sizes do not enter. Rules that decide a verdict are written
 next to each claim.
+
+Where a run measures a problem at several sizes n, every claim is also judged per size band
+(:class:`Band`: the same rule on that problem's records at one n — or, for claims about the
+growth in n, at one doubling of n), and :attr:`Verdict.changes` says in one line where the
+verdict changes. The overall verdict is the rule on the whole run, as before.
+
+Claims of other papers the suite can test are ``reports.literature_claims``', decided the same
+way with the vocabulary defined here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,10 +50,41 @@ SERIES = ["problem", "problem_options", "dtype", "device", "seed", "framework", 
 
 
 @dataclass(frozen=True)
+class Band:
+    """A claim's verdict on one problem's records at one size (``sizes == (n,)``), at one
+    doubling of n (``(n_lo, n_hi)``, claims about the growth in n), or — after
+    :func:`merged_bands` — at consecutive sizes that share a verdict."""
+    problem: str
+    sizes: tuple[int, ...]
+    verdict: str
+    numbers: tuple[str, ...]
+    #: the rule's short phrase at this size (e.g. the crossover K), "" where it has none
+    headline: str = ""
+    #: "n = 50", "n = 50 → 100", or after merging "n ≤ 100", "n ≥ 200", "100 ≤ n ≤ 200"
+    label: str = ""
+    pairs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
+        if not self.label:
+            label = " → ".join(map(str, self.sizes)) if self.pairs else \
+                ", ".join(map(str, self.sizes))
+            object.__setattr__(self, "label", f"n = {label}")
+
+
+@dataclass(frozen=True)
 class Verdict:
     verdict: str
     numbers: tuple[str, ...]
     figure_anchor: str
+    #: the verdict per problem and size, where a problem is measured at several sizes
+    #: (unmerged: one band per n, or per doubling of n); empty for a run with one size
+    bands: tuple[Band, ...] = ()
+    #: one line: where the per-size verdict changes (or that it does not); "" without bands
+    changes: str = ""
+    #: a short phrase of the rule's deciding number, shown beside a band's verdict
+    headline: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -53,15 +94,118 @@ class Verdict:
 @dataclass(frozen=True)
 class Claim:
     id: str
-    #: where in Chiu (2021) the claim is made (and whom it cites for it)
+    #: where in Chiu (2021) the claim is made (and whom it cites for it); for a claim from the
+    #: literature: its source in short (authors, year, venue)
     section: str
     statement: str
     rule: Callable[[pd.DataFrame], Verdict]
     #: how the verdict is decided, in one line, for the report
     test: str
+    #: "n": judged per size n; "n-pairs": per doubling of n (claims about the growth in n)
+    bands_by: str = "n"
+    #: a claim from the literature: its full reference (authors, year, title, venue)
+    source: str = ""
+    #: what of the source's claim a CPU run cannot speak to, where the source measured on a
+    #: GPU; said in the verdict's numbers when every measured record is on a CPU
+    gpu_note: str = ""
 
     def evaluate(self, frame: pd.DataFrame) -> Verdict:
-        return self.rule(_ok(frame))
+        data = _ok(frame)
+        verdict = self.rule(data)
+        if verdict.verdict == NOT_MEASURED:
+            return verdict
+        numbers = verdict.numbers
+        if self.gpu_note and not _on_gpu(data):
+            numbers += (f"measured on CPU only: {self.gpu_note}",)
+        bands = size_bands(self.rule, data, pairs=self.bands_by == "n-pairs")
+        return dataclasses.replace(verdict, numbers=numbers, bands=bands,
+                                   changes=changes_line(bands))
+
+
+def _on_gpu(data: pd.DataFrame) -> bool:
+    """Whether any record was measured on a device other than a CPU."""
+    return any(str(d) not in ("", "nan") and not str(d).startswith("cpu")
+               for d in data["device"].unique())
+
+
+def size_bands(rule: Callable[[pd.DataFrame], Verdict], data: pd.DataFrame,
+               pairs: bool = False) -> tuple[Band, ...]:
+    """The rule on each problem's records at each of its sizes n (``pairs``: at each n with the
+    largest n' ≤ n/2 beside it), for every problem where at least two sizes get a verdict."""
+    out: list[Band] = []
+    if data.empty:
+        return ()
+    for problem, sub in data.groupby("problem", sort=True):
+        sizes = sorted(int(n) for n in sub["n"].unique())
+        if len(sizes) < 2:
+            continue
+        bands = []
+        for n in sizes:
+            if pairs:
+                lows = [m for m in sizes if 2 * m <= n]
+                if not lows:
+                    continue
+                chosen, part = (max(lows), n), sub[sub["n"].isin([max(lows), n])]
+            else:
+                chosen, part = (n,), sub[sub["n"] == n]
+            verdict = rule(part)
+            if verdict.verdict != NOT_MEASURED:
+                bands.append(Band(str(problem), chosen, verdict.verdict, verdict.numbers,
+                                  verdict.headline, pairs=pairs))
+        if len(bands) >= 2:
+            out += bands
+    return tuple(out)
+
+
+def merged_bands(bands: tuple[Band, ...]) -> tuple[Band, ...]:
+    """Consecutive single-size bands of one problem that share a verdict, as one band labelled
+    by its range among that problem's judged sizes ("n ≤ 100", "n ≥ 200", "50 ≤ n ≤ 100");
+    bands of doublings are kept as they are."""
+    out: list[Band] = []
+    for _, same_problem in itertools.groupby(bands, key=lambda b: b.problem):
+        group = list(same_problem)
+        if any(b.pairs for b in group):
+            out += group
+            continue
+        first, last = group[0].sizes[0], group[-1].sizes[-1]
+        for _, run in itertools.groupby(group, key=lambda b: b.verdict):
+            run = list(run)
+            lo, hi = run[0].sizes[0], run[-1].sizes[-1]
+            if len(run) == 1:
+                label = run[0].label
+            elif lo == first and hi == last:
+                label = f"every n ({', '.join(str(b.sizes[0]) for b in run)})"
+            elif lo == first:
+                label = f"n ≤ {hi}"
+            elif hi == last:
+                label = f"n ≥ {lo}"
+            else:
+                label = f"{lo} ≤ n ≤ {hi}"
+            headline = "; ".join(f"{b.label}: {b.headline}" for b in run if b.headline) \
+                if len(run) > 1 else run[0].headline
+            out.append(Band(run[0].problem, tuple(s for b in run for s in b.sizes),
+                            run[0].verdict, tuple(x for b in run for x in b.numbers),
+                            headline, label))
+    return tuple(out)
+
+
+def changes_line(bands: tuple[Band, ...]) -> str:
+    """One line: per problem, the verdict at each run of sizes, or that it holds at every
+    size; "" without bands."""
+    parts = []
+    for problem, same_problem in itertools.groupby(merged_bands(bands),
+                                                   key=lambda b: b.problem):
+        group = list(same_problem)
+        # no change: one verdict (each size's own phrase is shown with its band)
+        if len({b.verdict for b in group}) == 1:
+            label = group[0].label if not group[0].pairs else "every doubling of n (" + \
+                ", ".join(b.label.removeprefix("n = ") for b in group) + ")"
+            parts.append(f"{problem}: {group[0].verdict} at {label}")
+            continue
+        parts.append(f"{problem}: " + "; ".join(
+            f"{b.verdict} at {b.label}" + (f" ({b.headline})" if b.headline else "")
+            for b in group))
+    return ". ".join(parts)
 
 
 def _ok(frame: pd.DataFrame) -> pd.DataFrame:
@@ -70,13 +214,13 @@ def _ok(frame: pd.DataFrame) -> pd.DataFrame:
     return analysis.ok_rows(frame)
 
 
-def _where(row: pd.Series | dict, with_n: bool = True) -> str:
+def where(row: pd.Series | dict, with_n: bool = True) -> str:
     opts = row["problem_options"]
     parts = [row["problem"], f"n={row['n']}" if with_n else "", opts, row["framework"]]
     return " ".join(str(p) for p in parts if p)
 
 
-def _top_slope(group: pd.DataFrame, variable: str, metric: str,
+def top_slope(group: pd.DataFrame, variable: str, metric: str,
                span: float = 10.0) -> tuple[float, int, int] | None:
     """(slope, x_lo, x_hi): log–log slope of ``metric`` between the largest ``variable`` and
     the largest one at most ``1/span`` of it (medians per value); None without such a pair or
@@ -105,7 +249,7 @@ def _figure_anchor(row: pd.Series | dict, held: str, panel: str) -> str:
     return f"{group.slug()}-{panel}"
 
 
-def _majority(failures: int, total: int) -> str:
+def majority(failures: int, total: int) -> str:
     if total == 0:
         return NOT_MEASURED
     if failures == 0:
@@ -114,6 +258,33 @@ def _majority(failures: int, total: int) -> str:
 
 
 # --- Sec. 4.2: naive IFT pays off in time only for K > n² ------------------------------------
+
+def crossover_K(ks: list[int], ratios: list[float]) -> tuple[float | None, str]:
+    """Where dense IFT becomes faster than unrolled: ``ratios`` are its time over unrolled's at
+    the sorted ``ks``. The crossover K* lies between the last K where it is slower and the
+    first K from which it is faster at every larger K, interpolated linearly in log K on
+    log(ratio) (the K where the ratio reaches 1). (None, "≤ K₀") when it is faster at every K,
+    (None, "> K_max") when never, (None, "not found …") when faster at some K but not from
+    one K on."""
+    faster = [r < 1 for r in ratios]
+    if all(faster):
+        return None, f"≤ {ks[0]}"
+    if not any(faster):
+        return None, f"> {ks[-1]}"
+    first = next(i for i in range(len(ks) + 1) if all(faster[i:]))
+    if first == len(ks):
+        return None, "not found (faster at some K only)"
+    la, lb = math.log(ks[first - 1]), math.log(ks[first])
+    ra, rb = math.log(ratios[first - 1]), math.log(ratios[first])
+    k_star = math.exp(la + (lb - la) * ra / (ra - rb))
+    return k_star, f"≈ {_k_text(k_star)}"
+
+
+def _k_text(k: float) -> str:
+    """K to three significant digits ("31.6", "450", "45000"; "4.5e+06" from a million)."""
+    rounded = float(f"{k:.3g}")
+    return f"{int(rounded)}" if 100 <= rounded < 1e6 else f"{rounded:.3g}"
+
 
 def _ift_time_crossover(data: pd.DataFrame) -> Verdict:
     keys = ["problem", "problem_options", "dtype", "device", "seed", "n", "framework", "K"]
@@ -124,7 +295,10 @@ def _ift_time_crossover(data: pd.DataFrame) -> Verdict:
         return Verdict(NOT_MEASURED, ("ift-direct and unrolled never measured at one point",),
                        "decision")
     numbers, early, late_faster, late_measured, refuting = [], 0, 0, 0, []
-    for _, group in merged.groupby(keys[:-1], sort=True):
+    #: per series apart from n: (dim x, K*) where a crossover was interpolated
+    stars: dict[tuple, list[tuple[int, float]]] = {}
+    heads = []
+    for key, group in merged.groupby(keys[:-1], sort=True):
         group = group.sort_values("K")
         # the report's n is the dimension of the solution x (dim x = 2n + 1 on softmax)
         size = int(group["dim_x"].iloc[0]) if pd.notna(group["dim_x"].iloc[0]) \
@@ -138,11 +312,31 @@ def _ift_time_crossover(data: pd.DataFrame) -> Verdict:
         late_faster += int((faster["K"] > n2).sum())
         ks = ", ".join(str(int(k)) for k in faster["K"]) or "none"
         first = faster.iloc[0] if len(faster) else group.iloc[-1]
+        medians = group.groupby("K")[["time_s", "time_s_unrolled"]].median()
+        k_star, star_text = crossover_K(
+            [int(k) for k in medians.index],
+            list(medians["time_s"] / medians["time_s_unrolled"]))
+        if k_star is not None:
+            stars.setdefault(tuple(key[:5]) + (key[6],), []).append((size, k_star))
+        heads.append((group["problem_options"].iloc[0], key[6], star_text))
         numbers.append(
-            f"{_where(first)}: faster at K ∈ {{{ks}}} of {{{', '.join(map(str, group['K']))}}}"
+            f"{where(first)}: faster at K ∈ {{{ks}}} of {{{', '.join(map(str, group['K']))}}}"
             f" (dim x = {size}, n² = {n2}); at K = {first['K']}: "
             f"{format_seconds(first['time_s'])} against {format_seconds(first['time_s_unrolled'])}"
-            f", error against the converged gradient {first['grad_error_converged']:.1e}")
+            f", error against the converged gradient {first['grad_error_converged']:.1e}; "
+            f"crossover K* {star_text}")
+    for key, points in stars.items():
+        if len(points) < 2:
+            continue
+        points.sort()
+        sizes, values = [p[0] for p in points], [p[1] for p in points]
+        exponent = analysis.fit_slope(sizes, values)
+        row = dict(zip(["problem", "problem_options", "dtype", "device", "seed", "framework"],
+                       key, strict=True))
+        numbers.append(
+            f"{where(row, with_n=False)}: crossover K*(n) ∝ n^{exponent:.2f} (least squares on "
+            f"logs over {len(points)} sizes, dim x = {', '.join(map(str, sizes))}: K* ≈ "
+            f"{', '.join(_k_text(v) for v in values)}); the claim: K* ∝ n^2")
     if early:
         verdict = REFUTED
     elif late_faster:
@@ -151,8 +345,12 @@ def _ift_time_crossover(data: pd.DataFrame) -> Verdict:
         verdict = CAVEAT
         if not late_measured:
             numbers.append("the grid never reaches K > n²: only half of the claim is tested")
-    anchor = _panel_of_first(pd.concat(refuting) if refuting else merged, "n", "time")
-    return Verdict(verdict, tuple(numbers), anchor)
+    anchor = panel_of_first(pd.concat(refuting) if refuting else merged, "n", "time")
+    options = len({opts for opts, _, _ in heads}) > 1
+    headline = "crossover K* " + ", ".join(
+        f"{text} ({f'{opts} ' if options and opts else ''}{fw})" if len(heads) > 1 else text
+        for opts, fw, text in heads)
+    return Verdict(verdict, tuple(numbers), anchor, headline=headline)
 
 
 # --- Sec. 1: unrolled memory grows linearly in K, the IFT's does not depend on K -------------
@@ -163,7 +361,7 @@ def _memory_in_K(data: pd.DataFrame) -> Verdict:
     chosen = data[(data["backend"] == "unrolled") | data["backend"].str.startswith("ift-")]
     for _, group in chosen.groupby(keys, sort=True):
         backend = group["backend"].iloc[0]
-        fit = _top_slope(group, "K", "peak_bytes")
+        fit = top_slope(group, "K", "peak_bytes")
         if fit is None:
             continue
         slope, lo, hi = fit
@@ -171,10 +369,10 @@ def _memory_in_K(data: pd.DataFrame) -> Verdict:
         ok = abs(slope - want) <= SLOPE_TOLERANCE
         total += 1
         failures += not ok
-        trace = _top_slope(group, "K", "trace_bytes")
+        trace = top_slope(group, "K", "trace_bytes")
         trace_txt = f", trace {trace[0]:.2f}" if trace else ""
         if backend == "unrolled" or not ok:
-            numbers.append(f"{'' if ok else '✗ '}{backend} {_where(group.iloc[0])}: peak slope "
+            numbers.append(f"{'' if ok else '✗ '}{backend} {where(group.iloc[0])}: peak slope "
                            f"{slope:.2f} from K = {lo} to {hi}{trace_txt} (expected {want:g})")
         ift_total += backend != "unrolled"
         ift_failures += backend != "unrolled" and not ok
@@ -183,10 +381,10 @@ def _memory_in_K(data: pd.DataFrame) -> Verdict:
                        "over the top decade of K")
     if not ift_total:
         numbers.append("no IFT strategy measured over a decade of K")
-    verdict = _majority(failures, total)
+    verdict = majority(failures, total)
     if verdict == CONFIRMED and not ift_total:  # only the unrolled half was tested
         verdict = CAVEAT
-    return Verdict(verdict, tuple(numbers), _panel_of_first(chosen, "n", "peak"))
+    return Verdict(verdict, tuple(numbers), panel_of_first(chosen, "n", "peak"))
 
 
 # --- Sec. 2 (Griewank & Walther 2008): √K checkpointing keeps memory ∝ √K --------------------
@@ -195,26 +393,26 @@ def _checkpoint_sqrt(data: pd.DataFrame) -> Verdict:
     numbers, failures, trace_only, total = [], 0, 0, 0
     chosen = data[data["backend"] == "checkpoint-sqrt"]
     for _, group in chosen.groupby(SERIES + ["n"], sort=True):
-        peak = _top_slope(group, "K", "peak_bytes")
+        peak = top_slope(group, "K", "peak_bytes")
         if peak is None:
             continue
-        trace = _top_slope(group, "K", "trace_bytes")
+        trace = top_slope(group, "K", "trace_bytes")
         total += 1
         peak_ok = abs(peak[0] - 0.5) <= SLOPE_TOLERANCE
         trace_ok = trace is not None and abs(trace[0] - 0.5) <= SLOPE_TOLERANCE
         # the deterministic meter agreeing alone is enough for a caveat, not a confirmation
         trace_only += not peak_ok and trace_ok
         failures += not peak_ok and not trace_ok
-        numbers.append(f"{'' if peak_ok else '✗ '}{_where(group.iloc[0])}: peak slope "
+        numbers.append(f"{'' if peak_ok else '✗ '}{where(group.iloc[0])}: peak slope "
                        f"{peak[0]:.2f}, trace slope "
                        f"{'–' if trace is None else f'{trace[0]:.2f}'} from K = {peak[1]} to "
                        f"{peak[2]} (expected 0.5)")
-    verdict = _majority(failures, total)
+    verdict = majority(failures, total)
     if verdict == CONFIRMED and trace_only:
         verdict = CAVEAT
     if not total:
         numbers.append("no checkpoint-sqrt series over a decade of K")
-    return Verdict(verdict, tuple(numbers), _panel_of_first(chosen, "n", "peak"))
+    return Verdict(verdict, tuple(numbers), panel_of_first(chosen, "n", "peak"))
 
 
 # --- Sec. 2 (Griewank & Walther 2008): binomial checkpointing's recomputation ---------------
@@ -236,7 +434,7 @@ def _binomial_recompute(data: pd.DataFrame) -> Verdict:
             parts.append(f"{'' if steps == expected else '✗ '}K = {K}, s = {s}: {steps} "
                          f"{'=' if steps == expected else '≠'} {K} + {expected - K} "
                          f"({steps / K:.2f} per step)")
-        numbers.append(f"{_where(group.iloc[0])}, T applied / K + p(K, s): " + "; ".join(parts))
+        numbers.append(f"{where(group.iloc[0])}, T applied / K + p(K, s): " + "; ".join(parts))
     return Verdict(CONFIRMED if not wrong else REFUTED, tuple(numbers),
                    f"counts-{chosen['problem'].iloc[0]}")
 
@@ -266,7 +464,7 @@ def _reversible_bits(data: pd.DataFrame) -> Verdict:
         off += not good
         far += not (0.5 <= ratio <= 2) or not exact
         trail = ", ".join(f"{float(r['_bits']):.3f} (K = {r['K']})" for _, r in group.iterrows())
-        numbers.append(f"{'' if good else '✗ '}{_where(last)}: {trail} bits per step and "
+        numbers.append(f"{'' if good else '✗ '}{where(last)}: {trail} bits per step and "
                        f"parameter against log₂(1/γ) = {theory:.3f}: {ratio:.2f}× at K = "
                        f"{last['K']}; reconstruction exact at every K: {'yes' if exact else 'no'}")
     verdict = CONFIRMED if off == 0 else (CAVEAT if far == 0 else REFUTED)
@@ -292,12 +490,12 @@ def _reversible_speed(data: pd.DataFrame) -> Verdict:
         last = group.sort_values("K").iloc[-1]  # the largest K: per-step cost, not overhead
         ratio = float(last["time_s"] / last["time_s_unrolled"])
         worst = max(worst, ratio)
-        numbers.append(f"{_where(last)} K = {last['K']}: {format_seconds(last['time_s'])} "
+        numbers.append(f"{where(last)} K = {last['K']}: {format_seconds(last['time_s'])} "
                        f"against unrolled's {format_seconds(last['time_s_unrolled'])} "
                        f"({ratio:.1f}×)")
     verdict = CONFIRMED if worst <= SPEED_FACTOR else (
         CAVEAT if worst <= 2 * SPEED_FACTOR else REFUTED)
-    return Verdict(verdict, tuple(numbers), _panel_of_first(merged, "n", "time"))
+    return Verdict(verdict, tuple(numbers), panel_of_first(merged, "n", "time"))
 
 
 # --- Sec. 1, footnote 1: forward mode needs one sweep per parameter -------------------------
@@ -319,7 +517,7 @@ def _forward_sweeps(data: pd.DataFrame) -> Verdict:
             parts.append(f"{'' if ok else '✗ '}K = {K}: {steps} steps, "
                          f"{'–' if jvps is None else jvps} JVPs {'=' if ok else '≠'} "
                          f"p·K = {p}·{K}")
-        numbers.append(f"{_where(group.iloc[0])}: " + "; ".join(parts))
+        numbers.append(f"{where(group.iloc[0])}: " + "; ".join(parts))
     return Verdict(CONFIRMED if not wrong else REFUTED, tuple(numbers),
                    f"counts-{chosen['problem'].iloc[0]}")
 
@@ -338,21 +536,21 @@ def _savi_encoder(data: pd.DataFrame) -> Verdict:
         monotone = bool((norms.diff().dropna() < 0).all()) and len(norms) > 1
         decays &= monotone
         trail = ", ".join(f"{v:.2e} (K = {k})" for k, v in norms.items())
-        numbers.append(f"unrolled {_where(group.iloc[0])}: ‖g‖ = {trail}")
+        numbers.append(f"unrolled {where(group.iloc[0])}: ‖g‖ = {trail}")
     ift = enc[enc["backend"].str.startswith("ift-")]
     if ift.empty:
         numbers.append("no IFT strategy measured with wrt=encoder: the zero is not tested here")
-        return Verdict(NOT_MEASURED, tuple(numbers), _panel_of_first(enc, "n", "grad_norm"))
+        return Verdict(NOT_MEASURED, tuple(numbers), panel_of_first(enc, "n", "grad_norm"))
     scale = max(float(unrolled["grad_norm"].max()) if len(unrolled) else 0.0, 1e-300)
     nonzero = ift[ift["grad_norm"] > 1e-12 * scale]
     for _, row in ift.sort_values(["backend", "K", "framework"]).iterrows():
-        numbers.append(f"{row['backend']} {_where(row)} K = {row['K']}: ‖g‖ = "
+        numbers.append(f"{row['backend']} {where(row)} K = {row['K']}: ‖g‖ = "
                        f"{row['grad_norm']:.2e}")
     if len(nonzero):
         verdict = REFUTED
     else:
         verdict = CONFIRMED if decays and len(unrolled) else CAVEAT
-    return Verdict(verdict, tuple(numbers), _panel_of_first(enc, "n", "grad_norm"))
+    return Verdict(verdict, tuple(numbers), panel_of_first(enc, "n", "grad_norm"))
 
 
 # --- Sec. 1 and 4.1: the dense IFT costs O(n²) memory, matrix-free solves O(n) ---------------
@@ -366,10 +564,10 @@ def _ift_memory_in_n(data: pd.DataFrame) -> Verdict:
     for _, setting in chosen.groupby(keys, sort=True):
         slopes = {}
         for backend, group in setting.groupby("backend"):
-            fit = _top_slope(group, "n", "peak_bytes", span=2.0)
+            fit = top_slope(group, "n", "peak_bytes", span=2.0)
             if fit is not None:
                 slopes[backend] = fit
-                numbers.append(f"{backend} {_where(group.iloc[0], with_n=False)} K = "
+                numbers.append(f"{backend} {where(group.iloc[0], with_n=False)} K = "
                                f"{group['K'].iloc[0]}: peak slope in n {fit[0]:.2f} from n = "
                                f"{fit[1]} to {fit[2]} ({format_bytes(_peak_at(group, fit[1]))}"
                                f" → {format_bytes(_peak_at(group, fit[2]))})")
@@ -388,14 +586,14 @@ def _ift_memory_in_n(data: pd.DataFrame) -> Verdict:
     verdict = REFUTED if refuted else (CAVEAT if short else CONFIRMED)
     if short and not refuted:
         numbers.append("dense not yet ∝ n² at these sizes, or one side of the comparison missing")
-    return Verdict(verdict, tuple(numbers), _panel_of_first(chosen, "K", "peak"))
+    return Verdict(verdict, tuple(numbers), panel_of_first(chosen, "K", "peak"))
 
 
 def _peak_at(group: pd.DataFrame, n: int) -> float:
     return float(group[group["n"] == n]["peak_bytes"].median())
 
 
-def _panel_of_first(data: pd.DataFrame, held: str, panel: str) -> str:
+def panel_of_first(data: pd.DataFrame, held: str, panel: str) -> str:
     """The ``panel`` figure of the first record's group (sorted), or the decision table."""
     group = ["problem", "problem_options", "dtype", held]
     variable = "K" if held == "n" else "n"
@@ -453,7 +651,8 @@ CLAIMS: tuple[Claim, ...] = (
           _ift_memory_in_n,
           "over the largest doubling of n, per framework: matrix-free peak slope ≤ "
           f"{1 + SLOPE_TOLERANCE:g} and ift-direct's steeper; confirmed when ift-direct's is "
-          f"≥ {2 - SLOPE_TOLERANCE:g}, caveat when below"),
+          f"≥ {2 - SLOPE_TOLERANCE:g}, caveat when below",
+          bands_by="n-pairs"),
     Claim("savi-encoder", "Sec. 7",
           "In semi-amortised VI the refined optimum does not depend on the encoder's "
           "initialisation, so at an exact optimum the IFT sends the encoder no gradient, while "
@@ -465,4 +664,5 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def evaluate_all(frame: pd.DataFrame) -> list[tuple[Claim, Verdict]]:
+    """The claims of Chiu (2021), each with its verdict on ``frame``."""
     return [(claim, claim.evaluate(frame)) for claim in CLAIMS]

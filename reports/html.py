@@ -13,7 +13,15 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from reports import cells, claims, decision, problem_sections, record_tables, views
+from reports import (
+    cells,
+    claims,
+    decision,
+    literature_claims,
+    problem_sections,
+    record_tables,
+    views,
+)
 from suite import analysis, provenance
 from suite.rundir import RunDir
 
@@ -48,8 +56,9 @@ def _compact(table: pd.DataFrame, headers: dict[str, str], title: str) -> dict:
 
 def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> dict:
     """The report's own sections beside the per-problem figures: the decision table (also
-    written to ``decision_csv``), the claims of Chiu (2021) with verdicts, exact counts, the
-    strategies' diagnostics, warnings grouped by kind, and the configuration."""
+    written to ``decision_csv``), the claims of Chiu (2021) and from the literature with
+    verdicts (overall and per size), exact counts, the strategies' diagnostics, warnings
+    grouped by kind, and the configuration."""
     table = decision.decision_table(frame)
     decision.write_csv(table, decision_csv)
     counts = record_tables.counts_table(frame)
@@ -61,6 +70,7 @@ def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> d
         "decision_csv": decision_csv.name,
         "theory_html": theory_html(),
         "claims": views.claims_view(claims.evaluate_all(frame)),
+        "literature_claims": views.claims_view(literature_claims.evaluate_literature(frame)),
         "count_tables": [_compact(record_tables.merge_identical_frameworks(
             counts[counts["problem"] == p]), headers, title=p)
             for p in sorted(counts["problem"].unique())],
@@ -70,6 +80,7 @@ def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> d
                         for table_ in [record_tables.diagnostics_table(frame, family)]
                         if len(table_)],
         "warning_groups": record_tables.warning_groups(frame),
+        "memory_wall": record_tables.memory_wall(frame),
         "config_view": record_tables.config_view(config),
         "nodes": cells.record_table(nodes) if len(nodes := record_tables.nodes_table(frame))
         else None,

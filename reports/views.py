@@ -10,7 +10,7 @@ import pandas as pd
 
 from reports import decision
 from reports.cells import missing, ratio, short_error, tolerance_text
-from reports.claims import Claim, Verdict
+from reports.claims import NOT_MEASURED, Claim, Verdict, merged_bands
 from reports.units import format_bytes, format_seconds
 from suite.order import sorted_frameworks
 
@@ -111,10 +111,26 @@ def decision_view(table: pd.DataFrame, tolerance: float) -> list[dict[str, Any]]
     return out
 
 
+def _verdict_class(verdict: str) -> str:
+    return verdict.split()[0].replace("not", "unmeasured")
+
+
 def claims_view(results: list[tuple[Claim, Verdict]]) -> list[dict[str, Any]]:
+    """One row per claim; ``bands``: its verdict per problem and run of sizes sharing a verdict
+    (empty for a run with one size), ``changes``: where that verdict changes, in one line."""
     tables = ("counts", "diagnostics", "decision")
     return [{"id": c.id, "section": c.section, "statement": c.statement, "test": c.test,
-             "verdict": v.verdict, "cls": v.verdict.split()[0].replace("not", "unmeasured"),
+             "source": c.source,
+             "verdict": v.verdict, "cls": _verdict_class(v.verdict),
              "numbers": list(v.numbers), "anchor": v.figure_anchor,
+             "anchor_kind": "table" if v.figure_anchor.startswith(tables) else "figure",
              "anchor_label": "see the table" if v.figure_anchor.startswith(tables)
-             else "see the figure"} for c, v in results]
+             else "see the figure",
+             "bands": [{"label": f"{b.problem} {b.label}", "verdict": b.verdict,
+                        "cls": _verdict_class(b.verdict), "headline": b.headline,
+                        "numbers": list(b.numbers)} for b in merged_bands(v.bands)],
+             # the line only where the verdict changes with n (else the bands say "every n")
+             "changes": v.changes if len(merged_bands(v.bands)) > len(
+                 {b.problem for b in v.bands}) else "",
+             "no_bands": "–" if v.verdict == NOT_MEASURED else "judged at one size per problem"}
+            for c, v in results]
