@@ -139,7 +139,8 @@ class Strategy(ABC):
         if run.converged is False:
             run.warnings.append(f"linear solver stopped at maxiter={opts.get('maxiter')} "
                                 f"without reaching tol={opts.get('tol')}")
-        if run.solver_iters is not None and run.solver_iters != run.counts["solver_iters"]:
+        counted = run.counts.get("solver_iters")  # None: the counting pass was skipped
+        if run.solver_iters is not None and counted is not None and run.solver_iters != counted:
             run.warnings.append(f"solver_iters: program returned {run.solver_iters}, counting "
                                 f"pass saw {run.counts['solver_iters']}")
 

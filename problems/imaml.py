@@ -54,9 +54,10 @@ iMAML's implicit meta-gradient (which the paper approximates by CG).
 References (float64 numpy, no AD framework; gradient and Hessian-vector products of the MLP
 cross-entropy written by hand, the latter by Pearlmutter's R-operator):
 
-* ``k_step``: the exact gradient of θ ↦ ℓ(w_K(θ)) by a hand-written adjoint sweep over the stored
-  trajectory: ā ← ∇L_Q(w_K), b̄ ← 0; for k = K−1…0: t = ā + b̄, ḡ += ηλ t,
-  ā ← ā − η(∇²L_S(w_k) + λI)t, b̄ ← γt; finally ḡ += ā (w₀ = θ).
+* ``k_step``: the exact gradient of θ ↦ ℓ(w_K(θ)) by a hand-written adjoint sweep over the
+  trajectory (kept as every ⌈√K⌉-th state, each segment recomputed for the sweep):
+  ā ← ∇L_Q(w_K), b̄ ← 0; for k = K−1…0: t = ā + b̄, ḡ += ηλ t, ā ← ā − η(∇²L_S(w_k) + λI)t,
+  b̄ ← γt; finally ḡ += ā (w₀ = θ).
 * ``converged``: w* by the solver itself to ‖F‖ ≤ 1e-6 then Newton to ‖F‖ ≤ 1e-12, then
   λ(∇²L_S(w*) + λI)⁻¹∇L_Q(w*). The Newton and adjoint systems are solved densely (Hessian from
   dim w Hessian-vector products) up to dim w = 1500, by conjugate gradients on
@@ -70,6 +71,7 @@ take 13–16 GB (``FORWARD_MAX_DIM``, ``size_reason``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,6 +92,8 @@ FEATURES = 64
 FORWARD_MAX_DIM = {"forward": 20000, "forward-batched": 20000}
 #: dim w up to which the converged reference solves its linear systems densely
 DENSE_MAX_DIM = 1500
+#: dim w up to which IFT records are checked for an indefinite ∂F/∂w (``ift_warnings``)
+EIGEN_CHECK_MAX_DIM = 20000
 
 
 def dim_theta(n: int, classes: int) -> int:
@@ -304,21 +308,31 @@ class ImplicitMAML(MomentumDescent, Problem):
             w = self.solve(instance)
             return lam * self._solve(d, w, self.cross_entropy_grad(np, d, w, d["X_q"], d["Y_q"]))
         lr, gamma = self.descent_rates(instance.consts)
+        # the trajectory is kept as every S-th state (S = ⌈√K⌉) and each segment recomputed in
+        # turn for the adjoint sweep: 2√K states in memory instead of K (at n = 16384, K = 300:
+        # 35 states of 9 MB, not 2.8 GB — the reference runs inside the point's memory cap)
+        segment = max(1, math.isqrt(K - 1) + 1) if K > 0 else 1
         state = self.init(np, d, theta)
-        trajectory = []
-        for _ in range(K):
-            trajectory.append(self.solution(np, d, state, theta))
+        checkpoints = []
+        for k in range(K):
+            if k % segment == 0:
+                checkpoints.append(state)
             state = self.step(np, d, state, theta)
         w_K = self.solution(np, d, state, theta)
         # adjoint of v⁺ = γv − η(∇L_S(w) + λ(w − θ)), w⁺ = w + v⁺ (γ = 0: v-adjoint stays 0)
         adj_w = self.cross_entropy_grad(np, d, w_K, d["X_q"], d["Y_q"])
         adj_v = np.zeros_like(theta)
         grad = np.zeros_like(theta)
-        for w_k in reversed(trajectory):
-            total = adj_w + adj_v
-            grad += lr * lam * total                     # ∂T/∂θ = ηλI
-            adj_w = adj_w - lr * self.jacobian_vec(d, w_k, total)
-            adj_v = gamma * total
+        for c in range(len(checkpoints) - 1, -1, -1):
+            state, ws = checkpoints[c], []
+            for _ in range(min(segment, K - c * segment)):
+                ws.append(self.solution(np, d, state, theta))
+                state = self.step(np, d, state, theta)
+            for w_k in reversed(ws):
+                total = adj_w + adj_v
+                grad += lr * lam * total                     # ∂T/∂θ = ηλI
+                adj_w = adj_w - lr * self.jacobian_vec(d, w_k, total)
+                adj_v = gamma * total
         return grad + adj_w  # w₀ = θ (and v₀ = 0)
 
     # ---- refusals and warnings -------------------------------------------------------------
@@ -341,8 +355,12 @@ class ImplicitMAML(MomentumDescent, Problem):
 
     def ift_warnings(self, instance: Instance, x: np.ndarray) -> list[str]:
         """CG and the IFT need ∂F/∂w = ∇²L_S + λI positive definite at w_K (λ too small for
-        this tanh network's negative curvature breaks it)."""
+        this tanh network's negative curvature breaks it). Checked up to dim w =
+        ``EIGEN_CHECK_MAX_DIM``: above, ARPACK's smallest eigenvalue costs minutes (> 290 s at
+        dim w = 1.15 M, n = 16384), more than the point it would annotate."""
         d = self._data(instance)
+        if np.size(x) > EIGEN_CHECK_MAX_DIM:
+            return []
         smallest = self.smallest_eigenvalue(d, np.asarray(x, dtype=np.float64))
         if smallest <= 0:
             return [f"imaml: ∂F/∂w = ∇²L_S + λI has eigenvalue {smallest:.2e} ≤ 0 at w_K "

@@ -17,14 +17,14 @@ STATUSES = ("ok", "error", "timeout", "oom", "unsupported", "skipped")
 #: the record layout's version, written into every record. 1: no ``schema_version`` key and no
 #: per-repeat ``times_s``; 2: both; 3: adds ``peer``, ``trace_note``, ``reference_source``,
 #: ``problem_origin``, ``node`` and ``phases_s``; 4: ``time_ratios``; 5: ``predicted_need_bytes``
-#: and ``predicted_need_from_K``. Bump it whenever a field
+#: and ``predicted_need_from_K``, ``counts_note``. Bump it whenever a field
 #: is added, removed or changes meaning, and teach ``Record.from_json`` to migrate the older
 #: layouts.
 SCHEMA_VERSION = 5
 #: the fields each older layout lacks; reading such a record fills them with their defaults
 ADDED_IN = {2: ("times_s",), 3: ("peer", "trace_note", "reference_source", "problem_origin",
                                  "node", "phases_s"), 4: ("time_ratios",),
-            5: ("predicted_need_bytes", "predicted_need_from_K")}
+            5: ("predicted_need_bytes", "predicted_need_from_K", "counts_note")}
 
 
 @dataclass
@@ -97,6 +97,9 @@ class Record:
     jvp_evals: int | None = None
     hvp_evals: int | None = None
     solver_iters: int | None = None
+    #: why the exact counts are null although the strategy has them (a counting pass skipped
+    #: at a size where it would cost as much as the measurement); null when counted
+    counts_note: str | None = None
     # context
     #: the library a peer row measures, with its version (``"jaxopt 0.8.5"``); null for ours
     peer: str | None = None

@@ -136,3 +136,23 @@ def test_memray_and_saved_tensor_meter_agree_on_a_known_graph():
     peak = memray_peak_bytes(forward_only)
     assert meter.peak_bytes == 2 * n * 8
     assert np.isclose(peak, meter.peak_bytes, rtol=0.02)
+
+
+def test_a_counting_pass_too_costly_for_its_size_is_skipped_and_says_why(monkeypatch):
+    """Above COUNTING_MAX_DIM a framework that counts with a second program (JAX) records null
+    counts and the reason; one that counts while tracing (torch) keeps its exact counts."""
+    from suite import measure as measure_module
+    from suite.point import Point, Settings
+
+    monkeypatch.setattr(measure_module, "COUNTING_MAX_DIM", 7)
+    skipped = measure_module.measure(Point("gd", "ift-cg", "jax", n=8, K=20), Settings(repeats=1))
+    assert skipped.status == "ok", skipped.error
+    assert (skipped.step_evals, skipped.hvp_evals, skipped.solver_iters) == (None, None, None)
+    assert skipped.counts_note.startswith("counting pass skipped: dim x = 8 > 7")
+    counted = measure_module.measure(Point("gd", "ift-cg", "torch", n=8, K=20),
+                                     Settings(repeats=1))
+    assert counted.step_evals == 20 and counted.counts_note is None
+    monkeypatch.setattr(measure_module, "COUNTING_MAX_DIM", 8)
+    exact = measure_module.measure(Point("gd", "ift-cg", "jax", n=8, K=20), Settings(repeats=1))
+    assert exact.step_evals == 20 and exact.counts_note is None
+    assert exact.hvp_evals == exact.solver_iters == counted.solver_iters > 0
