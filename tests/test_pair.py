@@ -80,7 +80,12 @@ def test_pair_prints_the_ratios_and_the_gradients_its_json_holds(capsys):
     assert main([*argv, "--json", "ift-cg", "ift-gmres"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["blocks"] == 6 and out["other"] == "ift-gmres"
-    assert out["gradient"]["samples"] == 6 and out["backward"]["samples"] == 6
+    assert out["gradient"]["samples"] == 6
+    # a block whose gradient ran no slower than its forward (timer noise on a loaded machine)
+    # has no backward: it is left out, and the note says how many were
+    note = out["backward_note"]
+    dropped = 0 if note is None else int(note.split(" of 6 blocks")[0])
+    assert out["backward"]["samples"] == 6 - dropped
     assert out["gradient"]["low"] <= out["gradient"]["median"] <= out["gradient"]["high"]
     # the gradients, computed here independently: the same instance, each strategy's own
     point = Point("gd", "ift-cg", "torch", n=12, K=64, options={"momentum": 0.9})
