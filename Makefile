@@ -14,11 +14,11 @@ ADDRESS    ?=
 PYTEST_ARGS ?=
 # test files are spread over this many pytest processes (pytest-xdist; one file stays in one
 # process, so module fixtures such as the report test's sweep run once. --dist loadgroup would
-# hand out single tests, but pytest-xdist 3.8 cannot tag their groups under pytest 9.2). Four
-# on two cores: many tests wait on subprocesses they start, and the extra processes fill that
-# time (1542 tests: 557 s with four, 575 s with three, on a 2-core AMD EPYC VM)
+# hand out single tests, but pytest-xdist 3.8 cannot tag their groups under pytest 9.2). Three
+# on two cores: many tests wait on subprocesses they start, and a third process fills that time
+# (a fourth did not help: clean-clone pytest 595 s with four, 575 s with three, 1542 tests)
 # Files are handed out longest first, in the order tests/conftest.py sorts them (LONGEST_FIRST).
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
