@@ -51,3 +51,40 @@ def figure_groups(frame: pd.DataFrame, variable: str = "K") -> list[FigureGroup]
         out.append(FigureGroup(variable, held, float(key[-1]),
                                tuple(zip(GROUP_KEYS, key[:-1], strict=True)), group))
     return out
+
+
+def _drawable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Records with both a finite forward residual and a finite error vs converged."""
+    finite = pd.Series(True, index=frame.index)
+    for col in ("inner_residual", "grad_error_converged"):
+        values = pd.to_numeric(frame[col], errors="coerce") if col in frame else \
+            pd.Series(float("nan"), index=frame.index)
+        finite &= values.notna() & values.abs().ne(float("inf"))
+    return frame[finite]
+
+
+def residual_groups(frame: pd.DataFrame) -> list[tuple[FigureGroup, list[float]]]:
+    """The records of the error-against-residual figures: one per (problem, problem options,
+    dtype, device, seed) in which some series has a residual and an error at ≥ 2 values of K,
+    at a single n — the n whose such records span the widest ratio of K (ties: more of them,
+    then the larger n) — with *all* the ok records at that n (also those without a residual,
+    which the figure counts). Each comes with the other n of its key that have records to draw
+    and are not shown."""
+    data = ok_rows(frame)
+    out = []
+    for key, group in data.groupby(GROUP_KEYS, dropna=False, sort=True):
+        ranked = []
+        for n, at_n in group.groupby("n", sort=True):
+            drawable = _drawable(at_n)
+            if drawable.empty:
+                continue
+            swept = drawable.groupby(["backend", "framework", "strategy_options"])["K"].nunique()
+            span = drawable["K"].max() / drawable["K"].min() if swept.max() >= 2 else 0.0
+            ranked.append((span, len(drawable), float(n), at_n))
+        if not ranked or max(r[0] for r in ranked) == 0:
+            continue
+        best = max(ranked, key=lambda r: r[:3])
+        others = sorted(r[2] for r in ranked if r[2] != best[2])
+        out.append((FigureGroup("inner_residual", "n", best[2],
+                                tuple(zip(GROUP_KEYS, key, strict=True)), best[3]), others))
+    return out

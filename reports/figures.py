@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import matplotlib
 
@@ -40,7 +40,8 @@ LABELS = {"peak_bytes": "peak memory", "trace_bytes": "trace bytes", "time_s": "
           "grad_rel_error": "relative gradient error",
           "grad_error_converged": "error vs converged gradient",
           "grad_error_k_step": "error vs K-step map", "K": "K (inner iterations)",
-          "n": "n (problem size)", "grad_norm": "‖dℓ/dθ‖"}
+          "n": "n (problem size)", "grad_norm": "‖dℓ/dθ‖",
+          "inner_residual": "‖F(θ, x_K)‖ (forward residual)"}
 #: the ring drawn around a point whose record carries a warning
 WARNING_COLOUR = "#d62728"
 #: errors at or below this are drawn at this floor (an exact 0 has no place on a log axis)
@@ -81,10 +82,12 @@ FRAMEWORK_MARKERS = ("o", "s", "^", "v", "D")
 
 @dataclass
 class Figure:
-    """An SVG and the points it shows (``data``: one row per drawn point)."""
+    """An SVG and the points it shows (``data``: one row per drawn point; ``left_out``: the
+    records a figure could not place, where it says so in its caption)."""
 
     svg: str | None
     data: pd.DataFrame
+    left_out: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def strategy_style(backend: str) -> tuple[str, str]:
@@ -490,3 +493,150 @@ def time_split_plot(points: pd.DataFrame, title: str = "") -> Figure:
               fontsize=7, frameon=False)
     fig.tight_layout()
     return Figure(_svg(fig), data)
+
+
+# --------------------------------------------------------------------------- error vs residual
+#: the x of the residual figure: ‖F(θ, x_K)‖ of our forward at the record's K
+RESIDUAL = "inner_residual"
+RESIDUAL_ERROR = "grad_error_converged"
+
+
+def _finite(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values, errors="coerce").replace([np.inf, -np.inf], np.nan)
+
+
+def residual_data(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The points of the residual figure and the ok records it leaves out.
+
+    Points: one row per (strategy, strategy options, framework, K), the medians of
+    ``inner_residual`` and ``grad_error_converged`` over repeated records of that point, sorted
+    as every figure's series are and by K within a series. An error at or below ``ERROR_FLOOR``
+    (an exact 0 included) is drawn at that floor, a residual of exactly 0 at ``floor_for``'s,
+    both flagged ``at_floor``. Left out (``reason``): records without a finite residual (a
+    strategy that runs its own solver records none) or without an error vs converged."""
+    data = frame[frame["status"] == "ok"] if "status" in frame else frame
+    if data.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    residual = _finite(data[RESIDUAL]) if RESIDUAL in data else pd.Series(np.nan, data.index)
+    error = _finite(data[RESIDUAL_ERROR]) if RESIDUAL_ERROR in data else \
+        pd.Series(np.nan, data.index)
+    warned = (data["warnings"].map(lambda w: isinstance(w, list | tuple) and len(w) > 0)
+              if "warnings" in data else pd.Series(False, index=data.index))
+    data = data.assign(residual=residual, error=error, warned=warned.astype(bool))
+    if "strategy_options" not in data:
+        data["strategy_options"] = ""
+    data["strategy_options"] = data["strategy_options"].fillna("")
+    reason = np.where(data["residual"].isna(), "no residual",
+                      np.where(data["error"].isna(), "no error vs converged", ""))
+    left_out = data.assign(reason=reason)[reason != ""]
+    keep = data[reason == ""]
+    keys = ["backend", "strategy_options", "framework", "K"]
+    points = keep.groupby(keys, as_index=False).agg(
+        residual=("residual", "median"), error=("error", "median"), warned=("warned", "any"),
+        records=("residual", "size"))
+    if points.empty:
+        return points, left_out
+    x_floor = floor_for(RESIDUAL, points["residual"])
+    points["x_at_floor"] = points["residual"] <= 0
+    points["y_at_floor"] = points["error"] <= ERROR_FLOOR
+    points["at_floor"] = points["x_at_floor"] | points["y_at_floor"]
+    points["x"] = points["residual"].where(~points["x_at_floor"], x_floor)
+    points["y"] = points["error"].where(~points["y_at_floor"], ERROR_FLOOR)
+    points["x_floor"] = x_floor
+    points["label"] = [series_label(b, o) for b, o in
+                       zip(points["backend"], points["strategy_options"], strict=True)]
+    points["_o"] = points["backend"].map(_order_key)
+    points = points.sort_values(["_o", "label", "framework", "K"]).drop(columns="_o")
+    return points.reset_index(drop=True), left_out
+
+
+def _format_log_x(ax, values: np.ndarray) -> None:
+    """A log x axis over ``values`` with decade ticks labelled 1e-3 (not 10⁻³)."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return
+    lo, hi = float(values.min()), float(values.max())
+    ax.set_xscale("log")
+    ticks = _decade_ticks(lo, hi)
+    labels = {t: f"{t:.0e}".replace("e-0", "e-").replace("e+0", "e") for t in ticks}
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: labels.get(v, "")))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(lo / 3, hi * 3)
+
+
+def residual_figure(frame: pd.DataFrame, *, title: str = "") -> Figure:
+    """Gradient error vs the converged gradient against the forward residual ‖F(θ, x_K)‖,
+    log–log, one panel per framework, one line per (strategy, strategy options) through its
+    points in K order (a series with one point is a lone marker). Points at a floor are hollow
+    on a dashed floor line; points whose record carries a warning are ringed; a dotted guide
+    shows error ∝ ‖F‖ (slope 1). ``data`` holds the drawn points, ``left_out`` the ok records
+    without a residual or an error (``residual_data``)."""
+    data, left_out = residual_data(frame)
+    if data.empty:
+        return Figure(None, data, left_out)
+    frameworks = sorted_frameworks(data["framework"])
+    plt.rcdefaults()
+    fig, axes = plt.subplots(1, len(frameworks), figsize=(5.4 * len(frameworks), 4.8),
+                             squeeze=False, sharex=True, sharey=True)
+    labels = data.drop_duplicates("label")[["label", "backend"]]
+    for c, framework in enumerate(frameworks):
+        ax = axes[0, c]
+        sub = data[data["framework"] == framework]
+        for label, line in sub.groupby("label", sort=False):
+            colour, marker = strategy_style(line["backend"].iloc[0])
+            line = line.sort_values("K")
+            ax.plot(line["x"], line["y"], color=colour, marker=marker, lw=1.5, ms=6,
+                    label=label, markerfacecolor=colour, alpha=0.85)
+            low = line[line["at_floor"]]
+            if len(low):
+                ax.plot(low["x"], low["y"], ls="none", marker=marker, ms=8,
+                        markerfacecolor="white", markeredgecolor=colour, mew=1.5)
+            flagged = line[line["warned"]]
+            if len(flagged):
+                ax.plot(flagged["x"], flagged["y"], ls="none", marker="o", ms=13,
+                        markerfacecolor="none", markeredgecolor=WARNING_COLOUR, mew=1.2)
+        if data["y_at_floor"].any():
+            ax.axhline(ERROR_FLOOR, ls="--", lw=0.8, color="0.6", zorder=0)
+            ax.annotate(_floor_caption(RESIDUAL_ERROR, ERROR_FLOOR), (0.01, ERROR_FLOOR),
+                        xycoords=("axes fraction", "data"), fontsize=7, color="0.35",
+                        xytext=(0, 3), textcoords="offset points")
+        if data["x_at_floor"].any():
+            x_floor = float(data["x_floor"].iloc[0])
+            ax.axvline(x_floor, ls="--", lw=0.8, color="0.6", zorder=0)
+        ax.set_title(framework + (f" — {title}" if title else ""), fontsize=10)
+        ax.set_xlabel(LABELS[RESIDUAL] + " — larger K to the left")
+        ax.set_ylabel(LABELS[RESIDUAL_ERROR] if c == 0 else "")
+        ax.grid(True, which="major", color="0.9")
+    _format_log_x(axes[0, 0], data["x"].to_numpy(float))
+    _format_y(axes[0, 0], RESIDUAL_ERROR, data["y"].to_numpy(float))
+    lo, hi = axes[0, 0].get_ylim()
+    axes[0, 0].set_ylim(lo / 2, hi * 2.5)  # room for the rings around the extreme points
+    clear = data[~data["at_floor"]]
+    if len(clear):
+        _slope_one_guide(axes[0, :], clear["x"].to_numpy(float), clear["y"].to_numpy(float))
+    handles = [Line2D([], [], color=strategy_style(b)[0], marker=strategy_style(b)[1], lw=1.5,
+                      ms=6, label=lab) for lab, b in labels.itertuples(index=False)]
+    handles.append(Line2D([], [], ls=":", color="0.55", lw=1, label="error ∝ ‖F‖ (slope 1)"))
+    if data["at_floor"].any():
+        handles.append(Line2D([], [], color="0.4", marker="o", ls="none", ms=7,
+                              markerfacecolor="white", label="at the floor (see panel)"))
+    if data["warned"].any():
+        handles.append(Line2D([], [], ls="none", marker="o", ms=11, markerfacecolor="none",
+                              markeredgecolor=WARNING_COLOUR, mew=1.2,
+                              label="record has a warning (see Warnings)"))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small",
+               frameon=False, title="strategy")
+    fig.tight_layout()
+    return Figure(_svg(fig), data, left_out)
+
+
+def _slope_one_guide(axes, x: np.ndarray, y: np.ndarray) -> None:
+    """A dotted line error = c·‖F‖ through the point of largest residual with the largest
+    error there, drawn in every panel (it only guides the eye: the slope is the message)."""
+    x1 = float(x.max())
+    y1 = float(y[x == x1].max())
+    for ax in axes:
+        lo = ax.get_xlim()[0]
+        xs = np.array([lo, x1])
+        ax.plot(xs, y1 * xs / x1, ls=":", color="0.55", lw=1, zorder=0)

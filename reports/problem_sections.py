@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 
+import numpy as np
 import pandas as pd
 
+import backends
 from reports import figure_groups, figures, fit_summary, peers
-from reports.cells import cell, format_exponent, table
+from reports.cells import cell, format_exponent, short_error, table
 from suite import analysis
 
 #: the K figures of a group: (key, metrics, guides, caption)
@@ -102,6 +104,164 @@ def _time_split(group: figure_groups.FigureGroup) -> list[dict]:
              "“Time” below gives every K, the spread over repeats and JAX's compile time."}]
 
 
+def _names(labels: list[str]) -> str:
+    return ", ".join(labels)
+
+
+def residual_notes(data: pd.DataFrame, dtype: str = "float64") -> list[str]:
+    """What the drawn points of a residual figure show, in words, per series (one name for
+    both frameworks where they agree, "name (framework)" where they do not):
+    - falls with the residual: its error at the largest residual is ≥ 100× its error at the
+      smallest (and it does not level off, below);
+    - levels off: between its point of smallest residual and the nearest point with a residual
+      ≥ 100× larger, its error changed by less than 2× and stays above 10⁴ ulp of ``dtype``
+      (a bias the residual does not remove, not rounding);
+    - more than 100 % off at its largest residual."""
+    try:
+        eps = float(np.finfo(dtype).eps)
+    except (TypeError, ValueError):  # a dtype numpy does not know (bfloat16): float64's
+        eps = float(np.finfo("float64").eps)
+    found: dict[tuple[str, str], tuple[str, float]] = {}
+    worst: dict[tuple[str, str], tuple[float, int]] = {}
+    for (label, framework), line in data.groupby(["label", "framework"], sort=False):
+        line = line.sort_values(["x", "K"])
+        lo, hi = line.iloc[0], line.iloc[-1]
+        if hi["y"] > 1 and not hi["at_floor"]:
+            worst[(label, framework)] = (float(hi["y"]), int(hi["K"]))
+        if hi["x"] < 100 * lo["x"]:
+            continue
+        far = line[line["x"] >= 100 * lo["x"]].iloc[0]
+        if far["y"] < 2 * lo["y"] and lo["y"] > 1e4 * eps and not lo["at_floor"]:
+            found[(label, framework)] = ("levels", float(lo["y"]))
+        elif hi["y"] >= 100 * lo["y"]:
+            found[(label, framework)] = ("falls", float(hi["y"] / lo["y"]))
+
+    def merged(keys: dict) -> dict[str, list]:
+        """label -> [(framework, value)], in the figure's order."""
+        out: dict[str, list] = {}
+        for (label, framework), value in keys.items():
+            out.setdefault(label, []).append((framework, value))
+        return out
+
+    frameworks = set(data["framework"])
+    series_fw = data.groupby("label", sort=False)["framework"].agg(set).to_dict()
+
+    def name(label: str, fws: set) -> str:
+        # the framework is named only where the other framework(s) of the series differ
+        return label if fws == series_fw.get(label, frameworks) else \
+            f"{label} ({', '.join(sorted(fws))})"
+
+    notes = []
+    falls = merged({k: v for k, v in found.items() if v[0] == "falls"})
+    if falls:
+        notes.append("Error falls with the residual (≥ 100× from its largest residual to its "
+                     "smallest): " + _names([name(lab, {f for f, _ in v})
+                                              for lab, v in falls.items()]) + ".")
+    levels = merged({k: v for k, v in found.items() if v[0] == "levels"})
+    if levels:
+        parts = []
+        for lab, v in levels.items():
+            values = sorted({short_error(val[1]) for _, val in v})
+            parts.append(f"{name(lab, {f for f, _ in v})} at {' / '.join(values)}")
+        notes.append("Error levels off while the residual still falls ≥ 100× — a bias that "
+                     "converging the forward does not remove: " + _names(parts) + ".")
+    if worst:
+        # one entry per (error, K), naming every series at it: "236 % at K = 10: a, b, c"
+        by_value: dict[tuple[float, int], dict[str, set]] = {}
+        for (label, framework), (y, K) in worst.items():
+            by_value.setdefault((round(100 * y), K), {}).setdefault(label, set()).add(framework)
+        parts = [f"{pct} % at K = {K}: " + _names([name(lab, fws) for lab, fws in labels.items()])
+                 for (pct, K), labels in sorted(by_value.items(), key=lambda kv: -kv[0][0])]
+        notes.append("More than 100 % off (‖g − g*‖ > ‖g*‖) at the largest residual — "
+                     + "; ".join(parts) + ".")
+    same = coinciding_series(data)
+    if same:
+        notes.append("Drawn on top of one another (within 25 % at every K, in each panel that "
+                     "has both; the legend's later series is on top): " + "; ".join(same) + ".")
+    return notes
+
+
+#: two series whose errors differ by less than this factor at every K overprint on a log axis
+COINCIDE = 1.25
+
+
+def coinciding_series(data: pd.DataFrame) -> list[str]:
+    """Groups of series drawn on top of one another, "a = b = c": two series coincide when
+    they share a framework and, in every framework that has both, the same K with, at each K,
+    residuals and errors within ``COINCIDE``× (a peer of one framework can join a group of
+    ours); groups are the connected components of that relation, in the figure's order."""
+    lines = {key: line.set_index("K").sort_index()
+             for key, line in data.groupby(["label", "framework"], sort=False)}
+    labels = list(dict.fromkeys(data["label"]))
+
+    def close(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+        tol = np.log(COINCIDE)
+        return list(a.index) == list(b.index) and all(
+            np.allclose(np.log(a[c]), np.log(b[c]), atol=tol) for c in ("x", "y"))
+
+    parent = {label: label for label in labels}
+
+    def root(label: str) -> str:
+        while parent[label] != label:
+            label = parent[label]
+        return label
+
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            shared = [f for (lab, f) in lines if lab == a and (b, f) in lines]
+            if shared and all(close(lines[(a, f)], lines[(b, f)]) for f in shared):
+                parent[root(b)] = root(a)
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(root(label), []).append(label)
+    return [" = ".join(g) for g in groups.values() if len(g) > 1]
+
+
+def _residual(problem_frame: pd.DataFrame) -> list[dict]:
+    """The error-against-residual figure of each (problem options, dtype) of a problem, at the
+    n whose K sweep spans the most, with its caption: which n, what is left out, what the
+    points show."""
+    out = []
+    for group, others in figure_groups.residual_groups(problem_frame):
+        title = figure_title(group)
+        fig = figures.residual_figure(group.frame, title=title)
+        if fig.svg is None:
+            continue
+        info = dict(group.keys)
+        data = fig.data
+        ks = sorted(set(data["K"]))
+        caption = [f"n = {group.value:g}, K = {', '.join(map(str, ks))}: "
+                   f"{len(data)} points, {data['label'].nunique()} series."]
+        if others:
+            caption.append(f"Drawn at the n whose K sweep spans the widest range; n = "
+                           f"{', '.join(f'{n:g}' for n in others)} "
+                           f"{'is' if len(others) == 1 else 'are'} not drawn here.")
+        floors = data[data["y_at_floor"]]
+        if len(floors):
+            caption.append(f"{len(floors)} point(s) with an error ≤ {figures.ERROR_FLOOR:.0e} "
+                           f"(or exactly 0) drawn hollow at {figures.ERROR_FLOOR:.0e}.")
+        if data["x_at_floor"].any():
+            caption.append(f"{int(data['x_at_floor'].sum())} point(s) with a residual of "
+                           f"exactly 0 drawn hollow at {data['x_floor'].iloc[0]:.0e}.")
+        left = fig.left_out
+        if len(left):
+            for reason, rows in left.groupby("reason", sort=True):
+                series = sorted({f"{figures.series_label(b, o)} · {f}" for b, o, f in
+                                 zip(rows["backend"], rows["strategy_options"].fillna(""),
+                                     rows["framework"], strict=True)})
+                own = [b for b in sorted(set(rows["backend"]))
+                       if getattr(backends.registry().get(b), "own_solver", False)]
+                verb = "runs its own solver" if len(own) == 1 else "run their own solvers"
+                why = f" ({', '.join(own)} {verb}: ‖F(θ, x_K)‖ of our forward does not " \
+                    "describe it)" if reason == "no residual" and own else ""
+                caption.append(f"Left out, {reason}: {len(rows)} record(s) — "
+                               f"{', '.join(series)}{why}.")
+        caption += residual_notes(data, str(info.get("dtype", "float64")))
+        out.append({"key": f"{group.slug()}-residual", "title": title, "svg": b64(fig.svg),
+                    "caption": " ".join(caption)})
+    return out
+
+
 def _pareto(problem_frame: pd.DataFrame) -> list[dict]:
     front = analysis.pareto_front(problem_frame)
     out = []
@@ -168,6 +328,7 @@ def problem_section(problem: str, frame: pd.DataFrame) -> dict:
         "k_groups": k_groups,
         "n_groups": n_groups,
         "pareto": _pareto(sub),
+        "residual": _residual(sub),
         "peers": peers.peers_view(sub, problem),
         "crossovers": table(cross, series_cols + [
             "K_grid", "time_verdict", "memory_verdict", "n_squared", "n_squared_verdict"],
