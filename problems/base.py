@@ -114,7 +114,9 @@ class Problem(ABC):
         """float64 dℓ/dθ of the exact K-step map (``k_step``) or at the solution (``converged``).
 
         Optional. A problem that does not override it has its references computed by the
-        suite (``suite.references``; records say ``reference_source = "suite"``).
+        suite (``suite.references``; records say ``reference_source = "suite"``). One that
+        cannot compute a kind at this size raises ``suite.plugin.errors.ReferenceUnavailable``
+        with the reason: the point is measured without that error.
         """
         raise NotImplementedError(f"{type(self).__name__} supplies no reference_gradient")
 

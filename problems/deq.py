@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 
 from problems.base import Instance, Problem, ReferenceKind, numpy_namespace
+from suite.plugin.errors import ReferenceUnavailable
 from suite.plugin.options import Option
 
 #: outputs of the fixed linear readout R ∈ ℝ^{c×n}
@@ -79,6 +80,10 @@ READOUT = 4
 #: the weights uniform, a plain average of the last m images, long before convergence)
 ANDERSON_REG = 1e-8
 COMPLEX_STEP = 1e-30
+#: θ entries above which Anderson's k-step reference (one complex-step direction per entry,
+#: each a K-step solve of the whole batch) is not computed: at width 64 (dim θ 4 416) it takes
+#: seconds; at width 256 (66 816) its dim θ × dim x complex numbers would be 33 GiB
+COMPLEX_STEP_MAX_DIRECTIONS = 5000
 
 
 class DeepEquilibrium(Problem):
@@ -239,6 +244,10 @@ class DeepEquilibrium(Problem):
             lam = np.linalg.solve(jac_t, self._loss_grad(d, x)[:, :, None])[:, :, 0]
             return self._theta_grad(d, S * lam, X)
         if d["method"] == "anderson":
+            if theta.size > COMPLEX_STEP_MAX_DIRECTIONS:
+                raise ReferenceUnavailable(
+                    f"Anderson's k-step reference is a complex step per θ entry: {theta.size} "
+                    f"of them (> {COMPLEX_STEP_MAX_DIRECTIONS}); the converged reference stands")
             return self._complex_step_k_step(instance, K)
         trajectory = [np.zeros(B * n)]
         for _ in range(K):

@@ -210,8 +210,13 @@ def config_view(config: dict[str, Any]) -> dict[str, Any]:
 
 def memory_wall(frame: pd.DataFrame) -> list[str]:
     """One line per point past the memory cap (``oom``, or ``skipped`` after its series' oom):
-    the peak it would have needed, predicted from the series' smaller K
-    (``predicted_need_bytes``; suite.memory_need), against the cap it ran under."""
+    the peak it would have needed, predicted from the series' smaller K (suite.memory_need),
+    against the cap it ran under.
+
+    The sweep predicts as the wall is hit, from the points finished by then; with points in
+    flight side by side, a smaller K of the series may finish later. So the need is predicted
+    again here from every ok point of the series in the run, and the record's own
+    ``predicted_need_bytes`` is used only where the run no longer holds enough of them."""
     from reports.units import format_bytes
 
     if frame.empty or "predicted_need_bytes" not in frame:
@@ -224,11 +229,37 @@ def memory_wall(frame: pd.DataFrame) -> list[str]:
                  f"K = {r['K']}")
         cap = r.get("memory_cap_bytes")
         cap_text = f"cap {format_bytes(cap)}" if pd.notna(cap) else "no cap set"
-        need = r.get("predicted_need_bytes")
-        if pd.notna(need):
-            lines.append(f"{where} needs ≈ {format_bytes(need)} (predicted from K ≤ "
-                         f"{max(r['predicted_need_from_K'])}), {cap_text}")
+        need = _need_from_series(frame, r)
+        if need is not None:
+            lines.append(f"{where} needs ≈ {format_bytes(need[0])} (predicted from K ≤ "
+                         f"{need[1]}), {cap_text}")
         else:
             lines.append(f"{where} ran out of memory ({cap_text}); fewer than two smaller K "
                          "of its series were measured, so its need is not predicted")
     return lines
+
+
+def _need_from_series(frame: pd.DataFrame, row: dict) -> tuple[int, int] | None:
+    """(bytes, largest K predicted from) for a wall row: from the series' ok points in
+    ``frame`` where they predict, else the record's own prediction, else None."""
+    import backends
+    from suite.memory_need import Measured, predict_need
+
+    same = frame["status"].eq("ok")
+    for col in ("problem", "backend", "framework", "n", "dtype", "device", "seed"):
+        if col in frame:
+            same &= frame[col].eq(row[col])
+    if "options" in frame:
+        same &= frame["options"].map(lambda o: o == row["options"])
+    points = [Measured(int(p["K"]), int(p["trace_bytes"]), int(p["peak_bytes"]))
+              for p in frame[same].to_dict("records")
+              if pd.notna(p.get("trace_bytes")) and pd.notna(p.get("peak_bytes"))]
+    strategy = backends.registry().get(row["backend"])
+    if strategy is not None:
+        need = predict_need(points, int(row["K"]), strategy.theory.memory_K[1])
+        if need is not None:
+            return need.bytes, max(need.from_K)
+    recorded = row.get("predicted_need_bytes")
+    if recorded is not None and pd.notna(recorded):
+        return int(recorded), max(row["predicted_need_from_K"])
+    return None

@@ -33,7 +33,7 @@ TOP_KEYS = {"name", "description", "problems", "backends", "frameworks", "dtypes
             "seeds", "repeats", "timeout_s", "memory_cap", "threads", "pair_with", "grid",
             "options"}
 GRID_KEYS = {"n", "K", "problems", "backends", "frameworks", "dtypes", "options", "pair_with",
-             "timeout_s"}
+             "timeout_s", "repeats"}
 #: a grid's ``pair_with`` that pairs each peer row with the strategy of ours it corresponds to
 COUNTERPART = "counterpart"
 _UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -57,6 +57,9 @@ class Grid:
     #: seconds before one of this grid's points is killed (over the config's ``timeout_s``):
     #: a grid of large points gets the time they need without lending it to every point
     timeout_s: float | None = None
+    #: timed repeats of this grid's points (over the config's ``repeats``): at the largest
+    #: sizes one gradient takes tens of seconds and its run-to-run spread is a few per cent
+    repeats: int | None = None
 
     def pair_for(self, backend: str) -> str | None:
         """The strategy a point of ``backend`` in this grid is timed against (None: none)."""
@@ -68,7 +71,7 @@ class Grid:
         """Lists for the tuples, the options table as a table (meta.json must round-trip)."""
         out: dict[str, Any] = {}
         for key, value in self.__dict__.items():
-            if value is None or isinstance(value, str | float):
+            if value is None or isinstance(value, str | float | int):
                 out[key] = value
             elif isinstance(value, dict):
                 out[key] = dict(value)
@@ -122,7 +125,8 @@ class SweepConfig:
 
     def grid_settings(self) -> dict[str, dict[str, Any]]:
         """Point key → the settings its first grid sets over the config's (``pair_with``: the
-        strategy it is timed against; ``timeout_s``), for the points whose grid sets any."""
+        strategy it is timed against; ``timeout_s``; ``repeats``), for the points whose grid
+        sets any."""
         out: dict[str, dict[str, Any]] = {}
         for grid, p in self._grid_points():
             key = p.key()
@@ -133,6 +137,8 @@ class SweepConfig:
                 own["pair_with"] = grid.pair_for(p.backend)
             if grid.timeout_s is not None:
                 own["timeout_s"] = grid.timeout_s
+            if grid.repeats is not None:
+                own["repeats"] = grid.repeats
             out[key] = own
         return {k: v for k, v in out.items() if v}
 
@@ -360,12 +366,18 @@ def _grid(g: Any, i: int, loc: Any) -> Grid:
         if "pair_with" in g else None,
         timeout_s=_grid_timeout(g["timeout_s"], loc(f"grid[{i}].timeout_s"))
         if "timeout_s" in g else None,
+        repeats=_grid_repeats(g["repeats"], loc(f"grid[{i}].repeats"))
+        if "repeats" in g else None,
     )
 
 
 def _grid_timeout(value: Any, where: str) -> float:
     checked = replace(Settings(), timeout_s=value).validate({"timeout_s": where})
     return float(checked.timeout_s)
+
+
+def _grid_repeats(value: Any, where: str) -> int:
+    return replace(Settings(), repeats=value).validate({"repeats": where}).repeats
 
 
 def _grid_pair_with(value: Any, where: str) -> str:

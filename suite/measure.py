@@ -400,10 +400,28 @@ def _accuracy(prep: Any, first: _FirstCall) -> _Accuracy:
         except references.ReferenceUnavailable as exc:
             errors[kind] = None
             warnings.append(f"no {kind} reference: {exc}")
+        except Exception as exc:  # noqa: BLE001 — only running out of memory is kept
+            if not _out_of_memory(exc):
+                raise
+            # the measured point finished: a reference that needs more than the cap (a
+            # converged solve at scale) costs its error column, not the point
+            errors[kind] = None
+            warnings.append(f"no {kind} reference: it ran out of memory under the point's "
+                            f"cap ({type(exc).__name__}); the measurement itself finished")
     # a strategy running its own solver (qpth) never sees our x_K: our forward's time and
     # residual would describe our solver, not it, so they are recorded as unknown
     residual = None if prep.strategy.own_solver else prep.residual_norm(first.x_K)
     return _Accuracy(grad_np, errors, warnings, residual)
+
+
+#: how an allocation that failed reads in an exception's text (numpy and torch raise
+#: MemoryError under an address-space cap; XLA raises its own error with one of these)
+_OOM_TEXT = ("RESOURCE_EXHAUSTED", "bad_alloc", "Cannot allocate memory", "can't allocate memory",
+             "out of memory")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or any(t in str(exc) for t in _OOM_TEXT)
 
 
 def _diagnose(prep: Any, first: _FirstCall, counts: dict[str, Any],

@@ -28,6 +28,7 @@ import numpy as np
 
 from problems.base import Bound, Instance, Problem, ReferenceKind, numpy_namespace
 from suite.frameworks import registry as framework_registry
+from suite.plugin.errors import ReferenceUnavailable
 from suite.plugin.framework import Framework
 from suite.run_cache import CACHE_ENV, write_cache_entry
 
@@ -35,10 +36,6 @@ from suite.run_cache import CACHE_ENV, write_cache_entry
 SOLVE_TOL = 1e-12
 #: steps of the problem's own solver the suite runs at most to reach SOLVE_TOL
 MAX_SOLVE_STEPS = 100_000
-
-
-class ReferenceUnavailable(RuntimeError):
-    """The suite cannot compute a reference (the solver never reaches ‖F‖ ≤ SOLVE_TOL)."""
 
 
 def reference_source(problem: Problem) -> str:

@@ -317,3 +317,20 @@ def test_a_bad_grid_timeout_names_the_grid(tmp_path, bad):
     with pytest.raises(UsageError) as err:
         load_config(str(_write(tmp_path, TIMED.replace("timeout_s = 900", f"timeout_s = {bad}"))))
     assert "grid[1].timeout_s" in str(err.value)
+
+
+def test_a_grid_repeats_applies_to_its_points_only_and_round_trips(tmp_path):
+    config = load_config(str(_write(tmp_path, TIMED.replace("repeats = 1\n", "")
+                                    .replace("timeout_s = 60", "timeout_s = 60\nrepeats = 5")
+                                    .replace("timeout_s = 900", "timeout_s = 900\nrepeats = 1"))))
+    repeats = {p.n: config.settings_for(p).repeats for p in config.points()}
+    assert repeats == {10: 5, 2000: 1}
+    assert config_from_json(json.loads(json.dumps(config.to_json()))) == config
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "2.5", '"few"'])
+def test_a_bad_grid_repeats_names_the_grid(tmp_path, bad):
+    with pytest.raises(UsageError) as err:
+        load_config(str(_write(tmp_path, TIMED.replace("timeout_s = 900",
+                                                       f"timeout_s = 900\nrepeats = {bad}"))))
+    assert "grid[1].repeats" in str(err.value)

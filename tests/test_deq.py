@@ -324,3 +324,19 @@ def test_ift_direct_builds_the_batch_blocks_with_n_jvps(framework):
     """B blocks of n × n instead of one (B·n)² Jacobian: n forward-mode products in all."""
     ev = evaluate(Point("deq", "ift-direct", framework, n=N, K=30), count=True)
     assert ev.counts["jvp_evals"] == N and ev.counts["step_evals"] == 30
+
+
+def test_anderson_k_step_reference_is_refused_with_its_reason_above_the_direction_limit():
+    """Anderson's k-step reference is one complex-step solve per θ entry; above
+    COMPLEX_STEP_MAX_DIRECTIONS it is not computed (the converged one still is), so a scale
+    point is measured with the reason instead of running out of memory."""
+    from problems.deq import COMPLEX_STEP_MAX_DIRECTIONS
+    from suite.plugin.errors import ReferenceUnavailable
+
+    small, large = _instance(8, method="anderson"), _instance(70, method="anderson")
+    assert small.theta.size <= COMPLEX_STEP_MAX_DIRECTIONS < large.theta.size
+    assert PROBLEM.reference_gradient(small, 10, "k_step").shape == small.theta.shape
+    with pytest.raises(ReferenceUnavailable, match=f"{large.theta.size} of them"):
+        PROBLEM.reference_gradient(large, 10, "k_step")
+    converged = PROBLEM.reference_gradient(large, 10, "converged")
+    assert converged.shape == large.theta.shape and np.isfinite(converged).all()

@@ -68,3 +68,52 @@ def test_an_oom_point_and_the_skipped_rest_of_its_series_carry_the_predicted_nee
     assert lines == [f"unrolled (torch) at gd n = 8, K = {K} needs ≈ "
                      f"{format_bytes(by_K[K].predicted_need_bytes)} (predicted from K ≤ 20), "
                      "no cap set" for K in (40, 80)]
+
+
+def _row(K, status, trace=None, peak=None, need=None, need_from=None):
+    return {"problem": "imaml", "backend": "unrolled", "framework": "jax", "n": 64, "K": K,
+            "dtype": "float64", "device": "cpu", "seed": 0, "options": {}, "status": status,
+            "trace_bytes": trace, "peak_bytes": peak, "predicted_need_bytes": need,
+            "predicted_need_from_K": need_from, "memory_cap_bytes": 2**30}
+
+
+def test_the_report_predicts_again_from_points_that_finished_after_the_wall():
+    """The sweep hit the wall at K = 300 while K = 100 was still running (two points in flight),
+    so the record's need came from K ≤ 30; the report's line uses the whole series."""
+    import pandas as pd
+
+    law = lambda K: 4096 + 800 * K  # noqa: E731
+    # the peak beyond the trace grows at K = 100 (the allocator's pools): the revised need
+    # starts from that peak
+    ok = [_row(K, "ok", law(K), law(K) + (500 if K < 100 else 50_000)) for K in (10, 30, 100)]
+    early = law(30) + 500 + 800 * 270
+    frame = pd.DataFrame(ok + [_row(300, "oom", need=early, need_from=[10, 30])])
+    revised = law(100) + 50_000 + 800 * 200
+    assert format_bytes(revised) != format_bytes(early)
+    assert memory_wall(frame) == [f"unrolled (jax) at imaml n = 64, K = 300 needs ≈ "
+                                  f"{format_bytes(revised)} (predicted from K ≤ 100), cap 1 GiB"]
+    # a run that no longer holds the series' ok points keeps the record's own prediction
+    alone = pd.DataFrame([_row(300, "oom", need=early, need_from=[10, 30])])
+    assert memory_wall(alone)[0].endswith(f"needs ≈ {format_bytes(early)} (predicted from "
+                                          "K ≤ 30), cap 1 GiB")
+
+
+def test_a_reference_that_runs_out_of_memory_costs_its_error_not_the_point(monkeypatch):
+    """At scale the converged reference may need more than the cap the point ran under; the
+    measurement finished, so the point stays ok without that error column, and says why."""
+    from suite import references
+    from suite.measure import measure
+    from suite.point import Point, Settings
+
+    real = references.reference_gradient
+
+    def converged_needs_too_much(problem, instance, K, kind):
+        if kind == "converged":
+            raise MemoryError("Unable to allocate 33.0 GiB")
+        return real(problem, instance, K, kind)
+
+    monkeypatch.setattr(references, "reference_gradient", converged_needs_too_much)
+    rec = measure(Point("gd", "unrolled", "torch", n=8, K=20), Settings(repeats=1))
+    assert rec.status == "ok" and rec.grad_error_converged is None
+    assert rec.grad_error_k_step is not None and rec.grad_error_k_step < 1e-12
+    assert any(w.startswith("no converged reference: it ran out of memory") for w in rec.warnings)

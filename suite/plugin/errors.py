@@ -25,3 +25,10 @@ class UsageError(ValueError):
 
 class UnsupportedError(UsageError):
     """A (problem, backend, framework) combination the suite cannot measure, with the reason."""
+
+
+class ReferenceUnavailable(RuntimeError):
+    """A reference gradient cannot be computed for this point (the solver never reaches the
+    reference tolerance, or the reference's method does not scale to the point's size). A
+    problem's ``reference_gradient`` may raise it with the reason; the point is still measured
+    and its record says why that error column is empty."""
