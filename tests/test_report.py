@@ -4,6 +4,7 @@ Chromium — every image loaded, no console errors, user input escaped, a screen
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 import pytest
@@ -115,22 +116,30 @@ def test_quick_report_plots_every_series_of_its_k_sweep(quick_run):
 def test_the_quick_sweep_through_ray_records_what_the_local_executor_records(quick_run,
                                                                           tmp_path):
     """The same points on a local Ray cluster (started by the CLI) give records whose
-    deterministic meters equal the local executor's exactly: every strategy in both frameworks,
-    at the quick config's smaller K (its larger K adds no code path, only time)."""
+    deterministic meters equal the local executor's exactly, in both frameworks, at the quick
+    config's smaller K (its larger K adds no code path, only time) for four strategies whose
+    programs differ in kind — a tape, a checkpoint schedule, vectorised tangents, a Krylov
+    solve (the executor does not see which strategy a point runs; the other eight cost time
+    and reach no new path)."""
     require_ray()
     text = open("suite/configs/quick.toml").read()
     assert "K = [10, 100]" in text
     config = tmp_path / "quick-small-K.toml"
-    config.write_text(text.replace("K = [10, 100]", "K = [10]"))
+    strategies = ["unrolled", "checkpoint-binomial", "forward-batched", "ift-gmres"]
+    backends_line = text[text.index("backends = ["):text.index("]", text.index("backends = ["))
+                         + 1]
+    config.write_text(text.replace("K = [10, 100]", "K = [10]")
+                      .replace(backends_line, f"backends = {json.dumps(strategies)}"))
     assert main(["run", "--config", str(config), "--results", str(tmp_path),
                  "--run-id", "ray", "--executor", "ray", "--no-progress"]) == 0
     local = load_frame(quick_run).set_index("point_key")
     through_ray = load_frame(tmp_path / "ray").set_index("point_key")
-    assert sorted(through_ray.index) == sorted(local.index[local["K"] == 10])
-    assert len(through_ray) == 24  # 12 strategies × 2 frameworks
+    chosen = local.index[(local["K"] == 10) & local["backend"].isin(strategies)]
+    assert sorted(through_ray.index) == sorted(chosen)
+    assert len(through_ray) == 8  # 4 strategies × 2 frameworks
     assert (through_ray["status"] == local.loc[through_ray.index, "status"]).all()
     ok = through_ray.index[through_ray["status"] == "ok"]
-    assert len(ok) >= len(through_ray) - 2
+    assert len(ok) == len(through_ray)
     for column in ("trace_bytes", "step_evals", "vjp_evals", "jvp_evals", "hvp_evals",
                    "solver_iters", "grad_rel_error", "grad_error_k_step", "dim_x"):
         mine, theirs = through_ray.loc[ok, column], local.loc[ok, column]
