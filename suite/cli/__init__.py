@@ -1,4 +1,5 @@
-"""``python -m suite`` / ``ift-bench``: list, check, point, pair, run, report, gate, compare.
+"""``python -m suite`` / ``ift-bench``: list, check, point, pair, run, report, gate, compare,
+advise.
 
 Exit status: 0 success; 1 a measured point did not finish ``ok`` (``point``) or a sweep was
 interrupted (``run``); 2 bad input, reported on one line that names the field.
@@ -10,14 +11,14 @@ import argparse
 import signal
 import sys
 
-from suite.cli import check, compare, gate, listing, pair, point, report, run
+from suite.cli import advise, check, compare, gate, listing, pair, point, report, run
 from suite.cli.arguments import Parser, attach_dash_values
 from suite.plugin.errors import UsageError
 
 #: the commands, in the order ``--help`` lists them: each a module with ``add_parser(sub)``
 #: and ``run(args) -> exit status``; a new command is one module and one entry here
 COMMANDS = {"list": listing, "check": check, "point": point, "pair": pair, "run": run,
-            "gate": gate, "report": report, "compare": compare}
+            "gate": gate, "report": report, "compare": compare, "advise": advise}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -88,10 +88,15 @@ ALLOWED = {
     "--device": ", ".join(DEVICES),
     "--dtype": ", ".join(DTYPES),
     "RESULTS_DIR": "a results/<run-id> directory",
-    "command": "list, check, point, run, report, gate, compare",
+    "command": "list, check, point, pair, run, report, gate, compare, advise",
     "PROBLEM": "a problem name (ift-bench list), package.module:ClassName or "
                "path/to/file.py:ClassName",
     "--max-K": f"an integer from 1 to {K_MAX}",
+    "--check": "two results/<run-id> directories: the run to fit on, the run to predict",
+    "--memory": "a size such as 16GiB",
+    "--time-budget": "a positive duration such as 10s, 500ms, 2min, 1h (a bare number: seconds)",
+    "--tol": "a number > 0, e.g. 1e-6",
+    "--residual": "a number > 0: the forward residual ‖F(θ, x_K)‖ your solver stops at",
 }
 
 
