@@ -18,6 +18,7 @@ from reports import (
     claims,
     decision,
     literature_claims,
+    predictions_checked,
     problem_sections,
     record_tables,
     views,
@@ -89,13 +90,19 @@ def _record_sections(frame: pd.DataFrame, config: dict, decision_csv: Path) -> d
     }
 
 
-def write_report(run_dir: Path, out: Path | None = None) -> Path:
+def write_report(run_dir: Path, out: Path | None = None,
+                 predicted_from: Path | None = None) -> Path:
+    """Write the run's report (``out``, or RUN_DIR/report.html). ``predicted_from``: another
+    run whose fitted laws predict this one's points ("Predictions checked")."""
     run = RunDir(run_dir)
     run_dir = run.path
     frame = run.frame()
     meta = json.loads(run.meta_file.read_text()) if run.has_meta() else {}
     config = meta.get("config", {"name": "?"})
 
+    # the laws read the records as written (their own series keys, defaults filled in)
+    predictions = None if predicted_from is None else predictions_checked.predictions_checked(
+        RunDir(predicted_from).frame(), frame, RunDir(predicted_from).path.name)
     versions_note = provenance.versions_note(frame)
     if not frame.empty:
         frame = provenance.separate_versions(analysis.annotate(frame))
@@ -137,6 +144,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
         tolerance=analysis.EXPONENT_TOLERANCE, min_fit_points=analysis.MIN_FIT_POINTS,
         min_fit_span=analysis.MIN_FIT_SPAN,
         sections=sections, failures=failures, warnings=warnings[:200],
+        predictions=predictions,
         warnings_total=len(warnings), environment=environment, **own,
     )
     out.write_text(html, encoding="utf-8")

@@ -209,3 +209,34 @@ def test_bad_input_is_one_line_naming_the_field_and_exit_2(runs, tmp_path, capsy
     status, out, err = _advise(capsys, *(a.format(**paths) for a in argv))
     assert status == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"ift-bench: error: {prefix}")
+
+
+def test_the_report_of_the_large_run_shows_the_predictions_checked_from_the_small(
+        runs, tmp_path):
+    """``ift-bench report LARGE --predicted-from SMALL``: the same hit rates as --check, split
+    by extrapolation (n = 80 and 160 are 2× and 4× beyond the fitted n ≤ 40), and the planted
+    misses listed."""
+    import re
+
+    small, large = runs
+    out = tmp_path / "report.html"
+    assert main(["report", large, "--out", str(out), "--predicted-from", small]) == 0
+    html = out.read_text()
+    section = html[html.index('<h2 id="predictions">'):html.index('<h2 id="summary">')]
+    rows = [re.sub(r"<[^>]+>", "|", row).strip("|").replace("||", "|")
+            for row in re.findall(r"<tr>(.*?)</tr>", section)]
+    assert "trace_bytes within 10 %|24/24|100%|≥ 90%|yes" in rows
+    assert "peak_bytes within 25 %|21/24|88%|≥ 80%|yes" in rows
+    assert "K to reach 1e-06 within ±30 %|4/6|67%|≥ 80%|no" in rows
+    # the rates by extrapolation: the costs are predicted up to 4× beyond n ≤ 40; the K to
+    # reach 1e-6 lies inside the fitted K
+    assert "up to 4× beyond|24/24 (100%)|21/24 (88%)|21/24 (88%)|–" in rows
+    assert "inside the fitted range|–|–|–|4/6 (67%)" in rows
+    assert "The misses (8)" in section
+    assert ("unrolled (torch)|gd (momentum=0.9)|160|10|peak_bytes|"
+            f"{format_bytes(1000 + 8 * 10 * 160)}|{format_bytes(2 * 12800 + 2000)}|0.50|4×"
+            ) in rows
+    assert 'href="#predictions"' in html
+    # without --predicted-from the section is absent
+    assert main(["report", large, "--out", str(tmp_path / "plain.html")]) == 0
+    assert 'id="predictions"' not in (tmp_path / "plain.html").read_text()
