@@ -73,7 +73,7 @@ class Record:
     trace_note: str | None = None
     rss_peak_bytes: int | None = None
     #: a point past the memory cap (``oom``, or ``skipped`` after its series' oom): the peak it
-    #: would have needed, predicted from the trace bytes per step of the series' ok points at
+    #: would have needed, predicted from the peak's growth per step of the series' ok points at
     #: ``predicted_need_from_K`` (suite.memory_need); null where nothing could be predicted
     predicted_need_bytes: int | None = None
     predicted_need_from_K: list[int] | None = None

@@ -1,5 +1,5 @@
 """The memory wall as data: a point past the cap carries the peak it would have needed,
-predicted from its series' trace bytes per step (suite.memory_need)."""
+predicted from its series' peak bytes per step (suite.memory_need)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_an_oom_point_and_the_skipped_rest_of_its_series_carry_the_predicted_nee
     by_K = {r.K: r for r in read_records(result.run_dir / "records.jsonl")}
     assert [by_K[K].status for K in (10, 20, 40, 80)] == ["ok", "ok", "oom", "skipped"]
     ten, twenty = by_K[10], by_K[20]
-    per_step = (twenty.trace_bytes - ten.trace_bytes) / 10
+    per_step = (twenty.peak_bytes - ten.peak_bytes) / 10
     assert per_step > 0
     for K in (40, 80):
         assert by_K[K].predicted_need_from_K == [10, 20]
@@ -68,6 +68,16 @@ def test_an_oom_point_and_the_skipped_rest_of_its_series_carry_the_predicted_nee
     assert lines == [f"unrolled (torch) at gd n = 8, K = {K} needs ≈ "
                      f"{format_bytes(by_K[K].predicted_need_bytes)} (predicted from K ≤ 20), "
                      "no cap set" for K in (40, 80)]
+    # … and the need is what the points measure where they fit: the same series without the
+    # injected failure, at K = 40 and 80 (within 10 %)
+    monkeypatch.delenv("IFT_BENCH_FAULT")
+    fits = build_config({"name": "fits", "problems": ["gd"], "backends": ["unrolled"],
+                         "frameworks": ["torch"], "repeats": 1,
+                         "grid": [{"n": [8], "K": [40, 80]}]}, name="fits")
+    measured = {r.K: r.peak_bytes for r in read_records(
+        run_sweep(fits, tmp_path, progress=False).run_dir / "records.jsonl")}
+    for K in (40, 80):
+        assert by_K[K].predicted_need_bytes == pytest.approx(measured[K], rel=0.10)
 
 
 def _row(K, status, trace=None, peak=None, need=None, need_from=None):
@@ -83,12 +93,10 @@ def test_the_report_predicts_again_from_points_that_finished_after_the_wall():
     import pandas as pd
 
     law = lambda K: 4096 + 800 * K  # noqa: E731
-    # the peak beyond the trace grows at K = 100 (the allocator's pools): the revised need
-    # starts from that peak
-    ok = [_row(K, "ok", law(K), law(K) + (500 if K < 100 else 50_000)) for K in (10, 30, 100)]
-    early = law(30) + 500 + 800 * 270
+    ok = [_row(K, "ok", law(K), law(K) + 500) for K in (10, 30, 100)]
+    early = 150_000  # what the sweep predicted from the points finished by then
     frame = pd.DataFrame(ok + [_row(300, "oom", need=early, need_from=[10, 30])])
-    revised = law(100) + 50_000 + 800 * 200
+    revised = law(100) + 500 + 800 * 200
     assert format_bytes(revised) != format_bytes(early)
     assert memory_wall(frame) == [f"unrolled (jax) at imaml n = 64, K = 300 needs ≈ "
                                   f"{format_bytes(revised)} (predicted from K ≤ 100), cap 1 GiB"]
