@@ -83,6 +83,9 @@ class SavedTensorMeter:
 
 #: bytes of tangents one eager vmap of jvp pushes at once (see ``jvp_columns``)
 JVP_CHUNK_BYTES = 64 * 1024
+#: … in at most this many pushes: each push reads every operand of f again (gd, n = 2000: its
+#: 4000 × 2000 data, 64 MB), so 500 pushes of 4 tangents made a dense ∂F/∂x cost ≈ 70 s
+MAX_JVP_PUSHES = 16
 
 
 class TorchFramework(Framework):
@@ -228,10 +231,13 @@ class TorchFramework(Framework):
         # written for dual tensors and do not compose with functorch's batched tangents.
         # JVP_CHUNK_BYTES of tangents at a time: eager vmap holds every intermediate for all
         # the tangents it pushes at once (qp, n = 50, batch 4: 112 tangents, 10.1 MB peak);
-        # below that, one push, since splitting and re-joining the columns costs a copy
+        # below that, one push, since splitting and re-joining the columns costs a copy; and at
+        # most MAX_JVP_PUSHES pushes, whose intermediates are then 1/16 of all the tangents'
+        # (gd, n = 2000: 125 tangents a push, ≈ 6 MB beside the 32 MB Jacobian they build)
         torch = self._torch
         count = tangents.shape[0]
-        chunk = max(1, JVP_CHUNK_BYTES // max(1, tangents[0].numel() * tangents.element_size()))
+        chunk = max(1, JVP_CHUNK_BYTES // max(1, tangents[0].numel() * tangents.element_size()),
+                    -(-count // MAX_JVP_PUSHES))
         return torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t,))[1],
                                chunk_size=chunk if chunk < count else None)(tangents)
 
