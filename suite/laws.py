@@ -17,30 +17,43 @@ regime are left out instead (``suite.analysis.fit_window`` along n at each K mea
 values of n). Dropping points by their noisy slopes where a constant can be fitted would select
 on the noise and shrink the intervals, so it is done only where it must be.
 
-* memory (``trace_bytes``, ``peak_bytes``): y = a + b·K^e·n^p. e comes from the strategy's
-  ``Theory.memory_K``: its value where the band is one value; fitted within the band where the
-  band is a range and ≥ 2 values of K were measured; else the band's upper end ("assumed").
-  p is fitted where ≥ 2 values of n were measured, else ``Theory.memory_n``'s upper end
-  ("exponent in n assumed from theory").
-* time (``time_s``): y = a + b·K^t·n^p + c·n^q, the forward's K-step term and the backward's
-  term. t from ``Theory.time_K`` as e above, fitted within a range from 3 values of K. p is
-  fitted where ≥ 2 values of n were measured, q where ≥ 3 values of n were each measured at
-  ≥ 2 values of K (else q = p: the backward's term is seen only through one intercept in K per
-  such n, and an L-shaped grid has one); with one n, p = q =
-  ``Theory.memory_n``'s upper end (the work of a step taken to scale like the state it
-  touches — an assumption, and the law says so).
+* memory (``trace_bytes``, ``peak_bytes``): y = a + (c + b·K^e)·n^p. b·K^e·n^p is what the
+  strategy stores per step; c·n^p the buffers sized by the state and θ that it holds whatever
+  K (x and θ themselves, a checkpoint's segment boundaries), so the intercept in K grows with
+  n; a what grows with neither (the runtime). e comes from the strategy's ``Theory.memory_K``:
+  its value where the band is one value; fitted within the band where the band is a range and
+  ≥ 2 values of K were measured; else the band's upper end ("assumed"). p is fitted where ≥ 2
+  values of n were measured, else ``Theory.memory_n``'s upper end ("exponent in n assumed from
+  theory"). c is left out where e = 0 (it is b) and where fewer than 2 values of n were each
+  measured at ≥ 2 values of K (the intercept in K, a + c·n^p, is seen once per such n: with
+  one, a and c are one number).
+* time (``time_s``): y = a + (d + b·n^p)·K^t + c·n^q: the forward's K steps, each costing
+  b·n^p plus a per-step overhead d that does not grow with n (dispatch, a solver's scalar
+  work; paid per step, so it shares t), and the backward's term c·n^q. t from
+  ``Theory.time_K`` as e above, fitted within a range from 3 values of K. p is fitted where
+  ≥ 2 values of n were measured; q and d each where ≥ 3 values of n were each measured at ≥ 2
+  values of K — the backward's term is seen only through one intercept in K per such n, d only
+  through one slope in K per such n (d + b·n^p: three parameters) — else q = p and no d (an
+  L-shaped grid has one such n). With one n, p = q = ``Theory.memory_n``'s upper end: the work
+  of a step taken to scale like the state it touches — an assumption, and the law says so (it
+  under-predicts beyond the measured n a step whose work grows faster than its state: a dense
+  matrix–vector product, n² work on n state).
 
 Identifiability: a term the data cannot determine is dropped (or its exponent assumed) and the
 law records which (``fitted``, ``assumed``). The c·n^q term needs ≥ 2 values of K (one K
 cannot split forward from backward) and a time that grows with K; the constant a needs as many
-distinguishable levels (values of n where the law is flat in K, else points) as a, b and the
-free exponents together; and no law has more free parameters than points (dropping, in order:
-a, the K exponent, q, p, the c term). A law the data determine exactly (no residual degree of
-freedom: two points, two parameters) is kept — a wrong form with an interval predicts worse
-than the right form without one — and its predictions carry no interval (NaN).
+distinguishable levels (values of n where the law is flat in K, else points) as a, the
+coefficients and the free exponents together; and no law has more free parameters than points
+(dropping, in order, for memory: a, c, the K exponent, p; for time: a, d, the K exponent, q,
+p, the c term). A law the data determine exactly (no residual degree of freedom: two points,
+two parameters) is kept — a wrong form with an interval predicts worse than the right form
+without one — and its predictions carry no interval (NaN).
+
+The size variable is n as recorded. The records' ``dim_x`` is proportional to it in the
+suite's problems (deq: batch·width, imaml: ≈ 70·n, gd: n), so it would give the same laws.
 
 **Fit.** Least squares on the log scale, min Σ (log y − log law)², with nonnegative a, b, c,
-n exponents in ``N_EXPONENT_BOUNDS``, K exponents within the theory band
+d, n exponents in ``N_EXPONENT_BOUNDS``, K exponents within the theory band
 (``scipy.optimize.least_squares``, 'trf', a few starts; the best is kept).
 
 **Prediction interval** (one method, for every law here): the log-residual spread with a
@@ -280,7 +293,7 @@ def _interval(log_value: float, grad: np.ndarray, sigma: float, dof: int,
 class _Term:
     coef: str
     k_exp: str | None
-    n_exp: str
+    n_exp: str | None
 
 
 @dataclass(frozen=True)
@@ -334,7 +347,8 @@ class Law:
             text = f"{self.params[term.coef]:.3g}"
             if term.k_exp is not None:
                 text += f"·K^{self.params[term.k_exp]:.3g}"
-            text += f"·n^{self.params[term.n_exp]:.3g}"
+            if term.n_exp is not None:
+                text += f"·n^{self.params[term.n_exp]:.3g}"
             parts.append(text)
         return " + ".join(parts)
 
@@ -356,7 +370,7 @@ def _evaluate(constant: bool, terms: tuple[_Term, ...], values: dict[str, float]
     law = np.full(u.shape, values.get("a", 0.0) if constant else 0.0, dtype=float)
     parts: dict[str, np.ndarray] = {}
     for term in terms:
-        g = u ** values[term.n_exp]
+        g = u ** values[term.n_exp] if term.n_exp is not None else np.ones(u.shape)
         if term.k_exp is not None:
             g = g * v ** values[term.k_exp]
         parts[term.coef] = g
@@ -371,7 +385,7 @@ def _evaluate(constant: bool, terms: tuple[_Term, ...], values: dict[str, float]
             contribution = values[term.coef] * parts[term.coef]
             if name == term.coef:
                 grad[:, j] += parts[term.coef] / law
-            if name == term.n_exp:
+            if term.n_exp is not None and name == term.n_exp:
                 grad[:, j] += contribution * np.log(u) / law
             if name == term.k_exp:
                 grad[:, j] += contribution * np.log(v) / law
@@ -387,6 +401,10 @@ class _Spec:
     bounds: dict[str, tuple[float, float]]
     assumed: list[str]
     form: str = ""
+    #: coefficients of the terms that refine the plain law (memory's c, time's d): the fit
+    #: also starts from the plain law (them at their floor), so where the data do not ask for
+    #: them they stay there instead of stopping short of it
+    refinements: tuple[str, ...] = ()
 
 
 def _theory(backend: str):
@@ -424,12 +442,27 @@ def _memory_spec(theory: Any, Nn: int, NK: int, N: int, Nn_multi: int) -> _Spec:
         spec.fixed["p"] = float(band_n[1])
         spec.assumed.append(f"p: exponent in n assumed from theory (memory_n = {band_n[1]:g}): "
                             "one value of n")
+    # c·n^p: the buffers sized by the state and θ that every strategy holds whatever K. With
+    # e = 0 it is b itself; otherwise it is the growth in n of the intercept in K, seen at
+    # the values of n measured at ≥ 2 values of K: it needs two of them (with one, a and c
+    # are one number)
+    if spec.fixed.get("e") != 0.0:
+        if Nn_multi >= 2:
+            spec.terms.append(_Term("c", None, "p"))
+            spec.free.append("c")
+            spec.bounds["c"] = (1e-12, math.inf)
+            spec.refinements = ("c",)
+        else:
+            spec.assumed.append(f"c: no K-independent term in n (the intercept in K is seen at "
+                                f"{Nn_multi} value(s) of n; it needs 2)")
     levels = Nn if flat_in_K else N
     varies = Nn >= 2 or not flat_in_K
     spec.constant = varies and levels >= 1 + len(spec.free)
-    _keep_determined(spec, N, order=("a", "e", "p"), theory_values={"e": band_K[1],
-                                                            "p": band_n[1]})
-    spec.form = ("a + " if spec.constant else "") + "b·K^e·n^p"
+    _keep_determined(spec, N, order=("a", "c", "e", "p"), theory_values={"e": band_K[1],
+                                                                 "p": band_n[1]})
+    has_c = any(t.coef == "c" for t in spec.terms)
+    spec.form = (("a + " if spec.constant else "")
+                 + ("(c + b·K^e)·n^p" if has_c else "b·K^e·n^p"))
     return spec
 
 
@@ -452,8 +485,12 @@ def _time_spec(theory: Any, Nn: int, NK: int, N: int, Nn_multi: int) -> _Spec:
         spec.bounds["p"] = N_EXPONENT_BOUNDS
     else:
         spec.fixed["p"] = n_assumed
-        spec.assumed.append(f"p: exponent in n assumed (time per step taken to scale like the "
-                            f"memory, Theory.memory_n = {n_assumed:g}): one value of n")
+        spec.assumed.append(
+            f"p: exponent in n of the time assumed = Theory.memory_n = {n_assumed:g} (one "
+            "value of n: the growth of time in n is not measured; the work of a step is "
+            "taken to scale like the state it holds, which under-predicts beyond the measured "
+            "n where a step's work grows faster than its state, e.g. a dense matrix-vector "
+            "product: n² work on n state)")
     if two_terms:
         spec.free.append("c")
         spec.bounds["c"] = (1e-12, math.inf)
@@ -468,14 +505,27 @@ def _time_spec(theory: Any, Nn: int, NK: int, N: int, Nn_multi: int) -> _Spec:
             spec.assumed.append(f"q = p: the backward's exponent in n taken equal to the "
                                 f"forward's ({Nn_multi} value(s) of n measured at ≥ 2 values "
                                 "of K; q is fitted from 3)")
+        # d·K^t, the per-step cost that does not grow with n (dispatch, a solver's scalar
+        # work), is seen only through the slope in K at each n: d + b·n^p has three
+        # parameters, so it needs slopes at 3 values of n (each measured at ≥ 2 values of K)
+        if Nn_multi >= 3:
+            spec.terms.insert(1, _Term("d", "t", None))
+            spec.free.append("d")
+            spec.bounds["d"] = (1e-12, math.inf)
+            spec.refinements = ("d",)
+        else:
+            spec.assumed.append(f"d: no per-step term independent of n (the slope in K is "
+                                f"seen at {Nn_multi} value(s) of n; d is fitted from 3)")
         # the K-independent part a + c·n^q is seen at Nn levels
         spec.constant = Nn >= 3
     else:
         levels = Nn if (NK == 1 or flat) else N
         spec.constant = Nn >= 2 and levels >= 1 + len(spec.free)
-    _keep_determined(spec, N, order=("a", "t", "q", "p", "c"),
-              theory_values={"t": band_K[1], "p": n_assumed, "q": n_assumed})
-    spec.form = (("a + " if spec.constant else "") + "b·K^t·n^p"
+    _keep_determined(spec, N, order=("a", "d", "t", "q", "p", "c"),
+                     theory_values={"t": band_K[1], "p": n_assumed, "q": n_assumed})
+    has_d = any(t.coef == "d" for t in spec.terms)
+    spec.form = (("a + " if spec.constant else "")
+                 + ("(d + b·n^p)·K^t" if has_d else "b·K^t·n^p")
                  + "".join(f" + c·n^{t.n_exp}" for t in spec.terms if t.coef == "c"))
     return spec
 
@@ -492,10 +542,10 @@ def _keep_determined(spec: _Spec, N: int, order: tuple[str, ...], theory_values:
         if name == "a" and spec.constant:
             spec.constant = False
             spec.assumed.append(f"a: no constant term ({N} points)")
-        elif name == "c" and "c" in spec.free:
-            spec.free.remove("c")
-            spec.terms = [t for t in spec.terms if t.coef != "c"]
-            spec.assumed.append(f"c: one term only ({N} points)")
+        elif name in ("c", "d") and name in spec.free:
+            spec.free.remove(name)
+            spec.terms = [t for t in spec.terms if t.coef != name]
+            spec.assumed.append(f"{name}: term dropped ({N} points)")
         elif name in spec.free:
             spec.free.remove(name)
             spec.fixed[name] = float(theory_values[name])
@@ -531,25 +581,31 @@ def _fit_spec(spec: _Spec, u: np.ndarray, v: np.ndarray, y: np.ndarray
     top = float(y[np.argmax(u * v)]) if y.size else 1.0
     best = None
     for a0 in ([0.0, 0.5 * float(y.min())] if spec.constant else [0.0]):
-        for n_start in {slope_n, 1.0}:
-            start = []
-            for name in free:
-                lo, hi = bounds[name]
-                if name == "a":
-                    value = a0
-                elif name in ("b", "c"):
-                    value = max(top - a0, 1e-6) / len(terms)
-                elif name in ("p", "q"):
-                    value = n_start
-                else:
-                    value = (lo + hi) / 2
-                start.append(float(np.clip(value, lo, hi)))
-            lo_b = [bounds[name][0] for name in free]
-            hi_b = [bounds[name][1] for name in free]
-            fit = least_squares(residual, np.array(start), jac=jacobian, bounds=(lo_b, hi_b),
-                                method="trf", x_scale="jac", max_nfev=500)
-            if best is None or fit.cost < best.cost:
-                best = fit
+        for n_start in dict.fromkeys((slope_n, 1.0)):
+            # the plain law's start once per constant start (from the measured slope)
+            plains = [False, True] if spec.refinements and n_start == slope_n else [False]
+            for plain in plains:
+                start = []
+                for name in free:
+                    lo, hi = bounds[name]
+                    if name == "a":
+                        value = a0
+                    elif plain and name in spec.refinements:
+                        value = lo
+                    elif name in ("b", "c", "d"):
+                        value = max(top - a0, 1e-6) / len(terms)
+                    elif name in ("p", "q"):
+                        value = n_start
+                    else:
+                        value = (lo + hi) / 2
+                    start.append(float(np.clip(value, lo, hi)))
+                lo_b = [bounds[name][0] for name in free]
+                hi_b = [bounds[name][1] for name in free]
+                fit = least_squares(residual, np.array(start), jac=jacobian,
+                                    bounds=(lo_b, hi_b), method="trf", x_scale="jac",
+                                    max_nfev=500)
+                if best is None or fit.cost < best.cost:
+                    best = fit
     assert best is not None
     values = unpack(best.x)
     at_bound = [abs(best.x[i] - bounds[name][0]) <= 1e-9 * max(1.0, abs(best.x[i]))
@@ -622,9 +678,11 @@ def fit_law(metric: str, backend: str, n: np.ndarray, K: np.ndarray, y: np.ndarr
     if spec.constant:
         params["a"] = values["a"] * y0
     for term in spec.terms:
-        scale = n0 ** values[term.n_exp] * (K0 ** values[term.k_exp] if term.k_exp else 1.0)
+        scale = ((n0 ** values[term.n_exp] if term.n_exp else 1.0)
+                 * (K0 ** values[term.k_exp] if term.k_exp else 1.0))
         params[term.coef] = values[term.coef] * y0 / scale
-        params[term.n_exp] = values[term.n_exp]
+        if term.n_exp is not None:
+            params[term.n_exp] = values[term.n_exp]
         if term.k_exp is not None:
             params[term.k_exp] = values[term.k_exp]
     return Law(metric=metric, form=spec.form, params=params, fitted=tuple(free_all),
