@@ -101,7 +101,7 @@ def test_resume_from_meta_json_alone_finishes_the_default_config_exactly(tmp_pat
     config = load_config("default")
     expected = [p.key() for p in config.points()]
     missing = {p.key() for p in config.points() if p.problem == "qp" and p.K == 1000}
-    assert len(missing) == 6 and len(expected) == 289  # 3 qp backends × 2 frameworks
+    assert len(missing) == 6 and len(expected) == 408  # 3 qp backends × 2 frameworks
     run_dir = _killed_run(tmp_path, config, lambda p: p.key() not in missing)
     before = (run_dir / "records.jsonl").read_bytes()[:-len(TORN)]
     measured = []
@@ -115,13 +115,13 @@ def test_resume_from_meta_json_alone_finishes_the_default_config_exactly(tmp_pat
     out, err = capsys.readouterr()
     assert sorted(measured) == sorted(missing)
     keys = [r.point_key for r in read_records(run_dir / "records.jsonl")]
-    assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys)) == 289
+    assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys)) == 408
     after = (run_dir / "records.jsonl").read_bytes()
     assert after.startswith(before)  # every earlier record kept, byte for byte
     side = run_dir / f"records.jsonl.torn-at-{len(before)}"
     assert side.read_bytes() == TORN
     assert f"torn last line ({len(TORN)} bytes) moved to {side}" in err
-    assert "ok 289" in out
+    assert "ok 408" in out
 
 
 def test_resume_reports_unreadable_lines_and_keeps_them(tmp_path, monkeypatch, capsys):

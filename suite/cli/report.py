@@ -34,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
         if not RunDir(predicted_from).records_file.exists():
             raise UsageError("--predicted-from", f"{str(predicted_from)!r} holds no records",
                              "a results/<run-id> directory of a finished run")
-    print(write_report(run_dir, args.out, predicted_from))
+    print(write_report(run_dir, args.out) if predicted_from is None
+          else write_report(run_dir, args.out, predicted_from=predicted_from))
     return 0
