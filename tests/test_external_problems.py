@@ -154,8 +154,12 @@ def test_entry_point_problems_appear_in_list_by_name(tmp_path):
     assert listed.returncode == 0, listed.stderr
     rows = [r for r in json.loads(listed.stdout) if r["problem"] == "acme"]
     assert len(rows) == 2 * len({r["backend"] for r in rows}) and rows[0]["supported"]
-    checked = _cli("check", "acme", "--n", "3", "--framework", "torch", env=env)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    measured = _cli("point", "--problem", "acme", "--backend", "unrolled", "--framework",
+                    "torch", "--n", "3", "--K", "5", "--repeats", "1", "--json", env=env)
+    assert measured.returncode == 0, measured.stdout + measured.stderr
+    record = json.loads(measured.stdout)
+    assert record["problem"] == "acme" and record["status"] == "ok"
+    assert record["grad_error_k_step"] < 1e-12  # the suite's own reference, by name
     (info / "entry_points.txt").write_text("[ift_bench.problems]\ngd = acme_problems:Acme\n")
     clash = _cli("list", env=env)
     assert clash.returncode == 2

@@ -46,6 +46,8 @@ def test_quick_sweep_records_every_point(quick_run):
 def test_report_is_self_contained_and_escaped(quick_run):
     html = (quick_run / "report.html").read_text()
     assert INJECTION not in html
+    # "Predictions checked" only where the report was given a run to predict from
+    assert 'id="predictions"' not in html and 'href="#predictions"' not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert not re.search(r'(src|href)="https?://', html)  # nothing fetched from the network
     images = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)
