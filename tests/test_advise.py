@@ -237,3 +237,20 @@ def test_the_report_of_the_large_run_shows_the_predictions_checked_from_the_smal
             f"{format_bytes(1000 + 8 * 10 * 160)}|{format_bytes(2 * 12800 + 2000)}|0.50|4×"
             ) in rows
     assert 'href="#predictions"' in html  # (without --predicted-from: tests/test_report.py)
+
+
+def test_a_law_fitted_at_one_n_says_its_growth_in_n_is_assumed(tmp_path, capsys):
+    """A run with one n cannot measure how the costs grow in n: advise predicts with the
+    theory's exponent and says so beside the prediction (not at the measured n)."""
+    run = _write(tmp_path / "one-n", [_record("ift-cg", 20, K) for K in KS])
+    status, out, _ = _advise(capsys, run, "--problem", "gd", "--option", "momentum=0.9",
+                             "--n", "200", "--K", "30")
+    assert status == 0
+    assert ("    exponent in n assumed from theory, not measured (one n in the run): "
+            "trace_bytes, peak_bytes, time_s") in out.splitlines()
+    # ift-cg's memory is linear in n by its theory: 10× the n, 10× the state-sized trace
+    trace = LAWS["ift-cg"][1]
+    assert f"trace {format_bytes(10 * trace(20, 30))}" in out
+    status, out, _ = _advise(capsys, run, "--problem", "gd", "--option", "momentum=0.9",
+                             "--n", "20", "--K", "30")
+    assert "exponent in n assumed" not in out

@@ -308,6 +308,12 @@ def render_advice(r: dict[str, Any]) -> str:
         lines.append(f"    meets: memory {meets['memory']}, tol {meets['tol']}, time "
                      f"{meets['time']}; extrapolation {_factor(row['extrapolation'])} "
                      f"({row['extrapolation_text']})")
+        guessed = [m for m, law in row["laws"].items()
+                   if any("exponent in n" in a for a in law.get("assumed", []))
+                   and r["n"] not in law.get("n_range", [])]
+        if guessed:  # the run has one n for these: their growth in n is theory's, not measured
+            lines.append(f"    exponent in n assumed from theory, not measured (one n in the "
+                         f"run): {', '.join(guessed)}")
         for metric, why in row["skipped"].items():
             lines.append(f"    no {metric} law: {why}")
     for title, key, fmt in (("least memory within budgets", "least_memory", _bytes),
