@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import matplotlib
 
@@ -332,8 +333,18 @@ def series_figure(frame: pd.DataFrame, x: str, metrics: tuple[str, ...], *, titl
                 _guides(ax, lines[x].to_numpy(float), lines["plotted"].to_numpy(float),
                         guides, x)
         _format_y(axes[r, 0], metric, mdata["plotted"].to_numpy(float))
+    _strategy_legend(fig, labels, data)
+    return Figure(_svg(fig), data)
+
+
+def _strategy_legend(fig: Any, labels: pd.DataFrame, data: pd.DataFrame,
+                     extra: tuple[Any, ...] = ()) -> None:
+    """The legend beside a figure's panels: one entry per strategy (``labels``: label,
+    backend), then ``extra`` handles, the floor marker and the warning ring where ``data``
+    has such points; then the layout is tightened."""
     handles = [Line2D([], [], color=strategy_style(b)[0], marker=strategy_style(b)[1], lw=1.5,
                       ms=6, label=lab) for lab, b in labels.itertuples(index=False)]
+    handles += list(extra)
     if data["at_floor"].any():
         handles.append(Line2D([], [], color="0.4", marker="o", ls="none", ms=7,
                               markerfacecolor="white", label="at the floor (see panel)"))
@@ -344,7 +355,6 @@ def series_figure(frame: pd.DataFrame, x: str, metrics: tuple[str, ...], *, titl
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small",
                frameon=False, title="strategy")
     fig.tight_layout()
-    return Figure(_svg(fig), data)
 
 
 # --------------------------------------------------------------------------- Pareto
@@ -615,19 +625,8 @@ def residual_figure(frame: pd.DataFrame, *, title: str = "") -> Figure:
     clear = data[~data["at_floor"]]
     if len(clear):
         _slope_one_guide(axes[0, :], clear["x"].to_numpy(float), clear["y"].to_numpy(float))
-    handles = [Line2D([], [], color=strategy_style(b)[0], marker=strategy_style(b)[1], lw=1.5,
-                      ms=6, label=lab) for lab, b in labels.itertuples(index=False)]
-    handles.append(Line2D([], [], ls=":", color="0.55", lw=1, label="error ∝ ‖F‖ (slope 1)"))
-    if data["at_floor"].any():
-        handles.append(Line2D([], [], color="0.4", marker="o", ls="none", ms=7,
-                              markerfacecolor="white", label="at the floor (see panel)"))
-    if data["warned"].any():
-        handles.append(Line2D([], [], ls="none", marker="o", ms=11, markerfacecolor="none",
-                              markeredgecolor=WARNING_COLOUR, mew=1.2,
-                              label="record has a warning (see Warnings)"))
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small",
-               frameon=False, title="strategy")
-    fig.tight_layout()
+    _strategy_legend(fig, labels, data, extra=(
+        Line2D([], [], ls=":", color="0.55", lw=1, label="error ∝ ‖F‖ (slope 1)"),))
     return Figure(_svg(fig), data, left_out)
 
 
