@@ -29,6 +29,12 @@ _SECONDS = {"": 1.0, "s": 1.0, "ms": 1e-3, "min": 60.0, "h": 3600.0}
 _TIME_ALLOWED = "a positive duration such as 10s, 500ms, 2min, 1h (a bare number: seconds)"
 
 
+def _positive_number(flag: str) -> Any:
+    """argparse type: a finite number > 0 (a tolerance, a residual), errors naming ``flag``."""
+    return numbers(flag, integer=False, minimum=0, exclusive_minimum=True, maximum=1e300,
+                   what="a number")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "advise", help="predict each strategy's memory, time and gradient error at a size "
@@ -52,15 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--framework", default=None, help="only this framework's series")
     p.add_argument("--memory", default=None, metavar="SIZE",
                    help="memory budget for the predicted peak, e.g. 16GiB")
-    p.add_argument("--tol", type=numbers("--tol", integer=False, minimum=0,
-                                          exclusive_minimum=True, maximum=1e300,
-                                          what="a number"), default=None,
+    p.add_argument("--tol", type=_positive_number("--tol"), default=None,
                    help="largest acceptable gradient error against the converged gradient")
     p.add_argument("--time-budget", default=None, metavar="DURATION",
                    help="time budget for one gradient, e.g. 10s")
-    p.add_argument("--residual", type=numbers("--residual", integer=False, minimum=0,
-                                               exclusive_minimum=True, maximum=1e300,
-                                               what="a number"), default=None,
+    p.add_argument("--residual", type=_positive_number("--residual"), default=None,
                    help="also predict the gradient error at this forward residual ‖F(θ, x)‖")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return p
