@@ -58,7 +58,8 @@ class Grid:
     #: a grid of large points gets the time they need without lending it to every point
     timeout_s: float | None = None
     #: timed repeats of this grid's points (over the config's ``repeats``): at the largest
-    #: sizes one gradient takes tens of seconds and its run-to-run spread is a few per cent
+    #: sizes one gradient takes tens of seconds, and one repeat may be all a sweep can afford
+    #: (its time is then one sample; the memory meters and errors do not depend on it)
     repeats: int | None = None
 
     def pair_for(self, backend: str) -> str | None:
