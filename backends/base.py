@@ -87,6 +87,11 @@ class Strategy(ABC):
     #: True when reverse-mode autodiff runs through the solver steps themselves (the counting
     #: pass then counts the VJPs taken through each step)
     reverse_through_steps: ClassVar[bool] = False
+    #: True when the gradient reads the K-step forward only through the final state
+    #: ``fw.iterate`` returns, and calls it once (no tape through the steps): given that state,
+    #: the rest of the gradient is the backward alone, which ``ift-bench pair`` then times
+    #: by itself (``suite.program.backward_program``)
+    reads_forward_state_only: ClassVar[bool] = False
 
     def unsupported_reason(self, problem: Problem, framework: str) -> str | None:
         """Why this strategy cannot run on ``problem`` in ``framework`` (None: it can)."""

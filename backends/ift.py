@@ -130,6 +130,7 @@ class Implicit(Strategy):
     """
 
     reference = "converged"
+    reads_forward_state_only = True  # solve_forward, then the adjoint at x_K
     adjoint_solver: ClassVar[LinearSolver]
     #: the solver's algorithm (``backends.linear_solvers``' function as this module found it),
     #: called by :meth:`adjoint_solve` itself: under eager torch the peak meter (memray) also
@@ -190,15 +191,20 @@ class Implicit(Strategy):
                 pullback.append(pb)
             return to_blocks(P, pullback[0](from_blocks(P, V))[0])
 
+        # symmetric positive definite blocks (the problem's word): a direct solve factors them
+        # by Cholesky, and (∂F/∂x)ᵀ is ∂F/∂x itself
+        spd = P.problem.jacobian_structure == "spd"
+
         def dense() -> Any:  # the (B, m, m) blocks of (∂F/∂x)ᵀ, a new array (the solve's)
             blocks, closed = block_jacobian(fw, P, x, theta)
             source.append(closed)
             if closed and not P.problem.residual_jacobian_fresh:
                 blocks = xp.asarray(blocks, copy=True)  # it may be the problem's own data
-            return xp.matrix_transpose(blocks)
+            return blocks if spd else xp.matrix_transpose(blocks)
 
         solver = type(self)._algorithm  # adjoint_solver.solve's algorithm (see _algorithm)
-        result = solver(fw, Operator(matvec, dense, dense_owned=True), to_blocks(P, rhs),
+        result = solver(fw, Operator(matvec, dense, dense_owned=True, spd=spd),
+                        to_blocks(P, rhs),
                         self.solver_options(P.problem, P.consts, opts))
         aux: dict[str, Any] = {}
         if result.iterations is not None:
@@ -227,7 +233,8 @@ class Implicit(Strategy):
 class IFTDirect(Implicit):
     name = "ift-direct"
     theory = Theory((0, 0), (2, 2), (1, 1), "Θ(n²)", "Θ(K) + Θ(n³)")
-    summary = "IFT with the dense ∂F/∂x (forward mode) and an LU solve: Θ(n²) memory, Θ(n³) time"
+    summary = ("IFT with the dense ∂F/∂x (forward mode) and an LU solve (Cholesky where ∂F/∂x is "
+               "SPD): Θ(n²) memory, Θ(n³) time")
     counts = ("step_evals", "vjp_evals", "jvp_evals")
     adjoint_solver = Direct()
 

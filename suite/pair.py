@@ -6,10 +6,16 @@ ABBA blocks — per block B A A B — each gradient call right after a call of t
 K-step forward (the same program for both sides). Per block:
 
 * the whole-gradient ratio Σ t_grad(A) / Σ t_grad(B);
-* the backward ratio Σ (t_grad(A) − t_fwd) / Σ (t_grad(B) − t_fwd), each gradient call
-  minus the forward call just before it: at K = 1000 the shared forward is most of the
-  gradient's time, and the whole-gradient ratio hides the part that differs. Not defined where
-  a strategy runs its own solver (qpth: our forward is not part of its gradient).
+* the backward ratio: at K = 1000 the shared forward is most of the gradient's time, and the
+  whole-gradient ratio hides the part that differs. Where both strategies read the forward
+  only through its final state s_K (``Strategy.reads_forward_state_only``: the IFT rows, ours
+  and the peers' built on our forward), each backward is its own program, run from s_K
+  computed once (``suite.program.backward_program``), and timed alone in ABBA blocks of its
+  own: Σ t_back(A) / Σ t_back(B). Otherwise (a tape through the steps: unrolled,
+  checkpointing) Σ (t_grad(A) − t_fwd) / Σ (t_grad(B) − t_fwd), each gradient call minus the
+  forward call just before it — an estimate whose spread is the forward's, wide where the
+  backward is a few % of the gradient. Not defined where a strategy runs its own solver (qpth:
+  our forward is not part of its gradient).
 
 Load that comes and goes hits both halves of a block alike, and whichever program runs first
 after the other pays the switch once per block each (``suite.measure._paired_ratios``). The
@@ -57,6 +63,9 @@ class Pairing:
     gradient: Interval
     backward: Interval | None
     backward_note: str | None
+    #: how the backward ratio was obtained: "timed alone" (each backward its own program, from
+    #: the forward's final state) or "gradient minus forward"; None where there is none
+    backward_method: str | None
     #: ‖g_A − g_B‖ / ‖g_B‖
     agreement: float
     #: each gradient's relative error against the converged reference (None: unavailable)
@@ -65,6 +74,11 @@ class Pairing:
     #: medians of the seconds per call, for context
     gradient_s: tuple[float, float]
     forward_s: float
+    #: medians of the seconds per backward call timed alone (None: not timed alone)
+    backward_s: tuple[float, float] | None = None
+    #: the largest ‖g_backward − g_gradient‖/‖g_gradient‖ of the two sides: the backward
+    #: program computes the same gradient (None: not timed alone)
+    backward_agreement: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -144,6 +158,26 @@ def paired_blocks(call_a: Callable[[], Any], call_b: Callable[[], Any],
     return ratios, backward, t_a, t_b, t_f
 
 
+def abba_blocks(call_a: Callable[[], Any], call_b: Callable[[], Any], blocks: int,
+                clock: Clock) -> tuple[list[float], list[float], list[float]]:
+    """``blocks`` ABBA blocks of two programs alone: per block Σ t(A) / Σ t(B), and every
+    call's seconds for A and B."""
+    ratios, t_a, t_b = [], [], []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(blocks):
+            spent = {"a": 0.0, "b": 0.0}
+            for side in ("b", "a", "a", "b"):
+                seconds = clock(call_a if side == "a" else call_b)
+                spent[side] += seconds
+                (t_a if side == "a" else t_b).append(seconds)
+            ratios.append(spent["a"] / spent["b"])
+    finally:
+        gc.enable()
+    return ratios, t_a, t_b
+
+
 def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
          clock: Clock | None = None) -> Pairing:
     """Time ``point``'s strategy against ``other`` on its instance (module docstring)."""
@@ -174,9 +208,33 @@ def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
     ratios, backward, t_a, t_b, t_f = paired_blocks(call_a, call_b, call_forward, blocks,
                                                     clock or _wall_clock(fw))
     own_solver = [p.strategy.name for p in (prep_a, prep_b) if p.strategy.own_solver]
+    alone = not own_solver and all(p.strategy.reads_forward_state_only
+                                   for p in (prep_a, prep_b))
+    method: str | None = "gradient minus forward"
+    backward_s = backward_agreement = None
     if own_solver:
-        back, note = None, (f"{own_solver[0]} runs its own solver: our forward is not part of "
-                            "its gradient, so no backward can be split off")
+        back, method, note = None, None, (
+            f"{own_solver[0]} runs its own solver: our forward is not part of its gradient, "
+            "so no backward can be split off")
+    elif alone:
+        state = fw.compile(prep_a.final_state_program())(prep_a.theta, prep_a.arrays)
+        back_a = fw.compile(prep_a.backward_program())
+        back_b = fw.compile(prep_b.backward_program())
+
+        def call_back_a() -> Any:
+            return back_a(prep_a.theta, prep_a.arrays, state)
+
+        def call_back_b() -> Any:
+            return back_b(prep_b.theta, prep_b.arrays, state)
+
+        h_a, _ = call_back_a()
+        h_b, _ = call_back_b()
+        fw.synchronize((h_a, h_b))
+        backward_agreement = max(_rel(fw.to_numpy(h_a), g_a), _rel(fw.to_numpy(h_b), g_b))
+        back_ratios, s_a, s_b = abba_blocks(call_back_a, call_back_b, blocks,
+                                            clock or _wall_clock(fw))
+        back, method, note = median_interval(back_ratios), "timed alone", None
+        backward_s = (float(np.median(s_a)), float(np.median(s_b)))
     elif len(backward) < blocks:
         back = median_interval(backward) if backward else None
         note = (f"{blocks - len(backward)} of {blocks} blocks had a gradient no slower than "
@@ -194,9 +252,11 @@ def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
 
     return Pairing(point=point_a.to_json(), other=other, blocks=blocks,
                    gradient=median_interval(ratios), backward=back, backward_note=note,
+                   backward_method=method,
                    agreement=_rel(g_a, g_b), error_a=error(g_a), error_b=error(g_b),
                    gradient_s=(float(np.median(t_a)), float(np.median(t_b))),
-                   forward_s=float(np.median(t_f)))
+                   forward_s=float(np.median(t_f)), backward_s=backward_s,
+                   backward_agreement=backward_agreement)
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:

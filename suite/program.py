@@ -50,6 +50,58 @@ def forward_program(
     return program
 
 
+def final_state_program(
+    problem: Problem, fw: Framework, consts: Mapping[str, Any], K: int
+) -> Callable[[Any, Any], Any]:
+    """(θ, arrays) ↦ s_K: the solver's whole state after K steps, no tape."""
+
+    def program(theta: Any, arrays: Any) -> Any:
+        P = Bound(problem, fw.xp, arrays, consts)
+        return fw.iterate(lambda s: P.step(s, theta), P.init(theta), K)
+
+    return program
+
+
+class ReplayedForward:
+    """``fw``, except that ``iterate`` returns a final state computed beforehand (without a
+    tape) instead of running K steps: a strategy that reads the forward only through that state
+    (``Strategy.reads_forward_state_only``) then runs its backward alone. A second ``iterate``,
+    or one of another K, is a strategy that does not, and raises."""
+
+    def __init__(self, fw: Framework, state: Any, K: int):
+        self._fw, self._state, self._K, self._calls = fw, state, K, 0
+
+    def iterate(self, step: Callable[[Any], Any], state: Any, K: int) -> Any:
+        self._calls += 1
+        if self._calls > 1 or K != self._K:
+            raise RuntimeError(f"the strategy iterates more than the one {self._K}-step forward "
+                               "it declares (reads_forward_state_only)")
+        return self._fw.stop_gradient(self._state)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fw, name)
+
+
+def backward_program(
+    problem: Problem, strategy: Strategy, fw: Framework, consts: Mapping[str, Any], K: int,
+    opts: Mapping[str, Any],
+) -> Callable[[Any, Any, Any], tuple[Any, dict[str, Any]]]:
+    """(θ, arrays, s_K) ↦ (dℓ/dθ, aux): the gradient of a strategy that reads the forward only
+    through its final state s_K (:func:`final_state_program`'s), from that state: its
+    backward alone. The same gradient as :func:`gradient_program`'s."""
+    if not strategy.reads_forward_state_only:
+        raise ValueError(f"{strategy.name} does not read the forward only through its final "
+                         "state: its backward cannot be run alone")
+
+    def program(theta: Any, arrays: Any, state: Any) -> tuple[Any, dict[str, Any]]:
+        replayed: Any = ReplayedForward(fw, state, K)
+        P = Bound(problem, fw.xp, arrays, consts,
+                  wrap_step=lambda step: fw.wrap_step(step, strategy.reverse_through_steps))
+        return strategy.gradient(replayed, P, theta, K, dict(opts))
+
+    return program
+
+
 @dataclass
 class Prepared:
     """Everything needed to run a point's programs in this process."""
@@ -73,6 +125,13 @@ class Prepared:
 
     def forward_program(self) -> Callable[[Any, Any], tuple[Any, Any]]:
         return forward_program(self.problem, self.fw, self.instance.consts, self.point.K)
+
+    def final_state_program(self) -> Callable[[Any, Any], Any]:
+        return final_state_program(self.problem, self.fw, self.instance.consts, self.point.K)
+
+    def backward_program(self) -> Callable[[Any, Any, Any], tuple[Any, dict[str, Any]]]:
+        return backward_program(self.problem, self.strategy, self.fw, self.instance.consts,
+                                self.point.K, self.options)
 
     def residual_norm(self, x: Any) -> float:
         """‖F(θ, x)‖ in float64 (numpy, or the problem's own framework) for a framework

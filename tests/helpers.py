@@ -53,3 +53,24 @@ def require_ray():
             pytest.fail(message)
         pytest.skip(message)
     return ray
+
+
+def require_peer(backend: str) -> None:
+    """For a peer row: its libraries import, else the test is skipped with the reason, except
+    where ``IFT_BENCH_REQUIRE_PEERS=1`` (CI) makes that a failure. Our own rows: nothing."""
+    import importlib
+    import os
+
+    import pytest
+
+    import backends
+    from backends.peers.base import REQUIRE_PEERS_ENV, PeerStrategy
+
+    strategy = backends.registry()[backend]
+    if not isinstance(strategy, PeerStrategy):
+        return
+    for module in strategy.modules:
+        if os.environ.get(REQUIRE_PEERS_ENV) == "1":
+            importlib.import_module(module)
+        else:
+            pytest.importorskip(module)

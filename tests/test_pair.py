@@ -14,9 +14,11 @@ import pytest
 
 from suite import references
 from suite.cli import main
-from suite.pair import Interval, median_interval, paired_blocks
+from suite.pair import Interval, abba_blocks, median_interval, paired_blocks
 from suite.point import Point
-from suite.program import prepare
+from suite.program import ReplayedForward, prepare
+
+from .helpers import rel, require_peer
 
 
 def _coverage(n: int, k: int) -> float:
@@ -73,6 +75,43 @@ def test_abba_blocks_give_the_ratios_the_costs_imply(a_cost, whole, backward):
     assert (iv.verdict("A", "B") == "no verdict: the interval contains 1") is (backward == 1.0)
 
 
+def test_abba_blocks_alone_give_the_cost_ratio():
+    calls: list[str] = []
+    a, b, _, clock = _clocked({"a": 0.3, "b": 0.2, "forward": 1.0}, calls)
+    ratios, t_a, t_b = abba_blocks(a, b, 5, clock)
+    assert ratios == pytest.approx([1.5] * 5) and calls[:4] == ["b", "a", "a", "b"]
+    assert (len(t_a), len(t_b)) == (10, 10)
+
+
+@pytest.mark.parametrize("framework, backend", [
+    ("torch", "ift-cg"), ("torch", "torchopt-cg"), ("jax", "ift-direct"), ("jax", "jaxopt-cg"),
+    ("jax", "ift-gmres")])
+def test_the_backward_program_is_the_gradient_from_the_forward_state(framework, backend):
+    """What ``pair`` times as the backward alone: the strategy's gradient with its K-step
+    forward replaced by the final state computed beforehand — the same gradient."""
+    require_peer(backend)
+    prep = prepare(Point("gd", backend, framework, n=10, K=200, options={"momentum": 0.5}))
+    fw = prep.fw
+    whole, _ = fw.compile(prep.gradient_program())(prep.theta, prep.arrays)
+    state = fw.compile(prep.final_state_program())(prep.theta, prep.arrays)
+    assert isinstance(state, tuple) and len(state) == 2  # heavy ball: (w, v)
+    alone, _ = fw.compile(prep.backward_program())(prep.theta, prep.arrays, state)
+    assert rel(fw.to_numpy(alone), fw.to_numpy(whole)) < 1e-13
+
+
+def test_a_strategy_with_a_tape_through_the_steps_has_no_backward_alone():
+    prep = prepare(Point("gd", "unrolled", "torch", n=6, K=8))
+    with pytest.raises(ValueError, match="unrolled does not read the forward only"):
+        prep.backward_program()
+    # a strategy that iterates again (or another K) under the replay is caught, not timed
+    replay = ReplayedForward(prep.fw, prep.fw.asarray(np.zeros(6)), K=8)
+    replay.iterate(lambda s: s, None, 8)
+    with pytest.raises(RuntimeError, match="iterates more than the one 8-step forward"):
+        replay.iterate(lambda s: s, None, 8)
+    with pytest.raises(RuntimeError):
+        ReplayedForward(prep.fw, None, K=8).iterate(lambda s: s, None, 7)
+
+
 @pytest.mark.slow
 def test_pair_prints_the_ratios_and_the_gradients_its_json_holds(capsys):
     argv = ["pair", "--problem", "gd", "--n", "12", "--K", "64", "--framework", "torch",
@@ -81,11 +120,11 @@ def test_pair_prints_the_ratios_and_the_gradients_its_json_holds(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["blocks"] == 6 and out["other"] == "ift-gmres"
     assert out["gradient"]["samples"] == 6
-    # a block whose gradient ran no slower than its forward (timer noise on a loaded machine)
-    # has no backward: it is left out, and the note says how many were
-    note = out["backward_note"]
-    dropped = 0 if note is None else int(note.split(" of 6 blocks")[0])
-    assert out["backward"]["samples"] == 6 - dropped
+    # both read the forward only through x_K: each backward is timed alone, in its own 6
+    # blocks, from the same state, and computes the gradient the whole call does
+    assert out["backward_method"] == "timed alone" and out["backward_note"] is None
+    assert out["backward"]["samples"] == 6 and out["backward_agreement"] < 1e-12
+    assert min(out["backward_s"]) > 0
     assert out["gradient"]["low"] <= out["gradient"]["median"] <= out["gradient"]["high"]
     # the gradients, computed here independently: the same instance, each strategy's own
     point = Point("gd", "ift-cg", "torch", n=12, K=64, options={"momentum": 0.9})
@@ -110,6 +149,7 @@ def test_pair_prints_the_ratios_and_the_gradients_its_json_holds(capsys):
     assert "gradients: ‖g_A − g_B‖/‖g_B‖ = 0; error against the converged reference: " \
            f"A {out['error_a']:.3g}, B {out['error_a']:.3g}" in text
     assert "96.9% interval" in text  # 6 blocks: the whole range, 1 − 2/64
+    assert "backward timed alone, from the forward's final state (its own 6 ABBA blocks)" in text
 
 
 @pytest.mark.parametrize("args, line", [

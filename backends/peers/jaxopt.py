@@ -54,6 +54,7 @@ class _JaxoptRoot(PeerStrategy):
     #: our forward's steps, and the products with (∂F/∂x)ᵀ the linear solve asks for (counted
     #: on the matvec handed to it); jaxopt's other VJPs are its own, not counted
     counts = ("step_evals", "hvp_evals")
+    reads_forward_state_only = True  # custom_root's VJP reads only the x_K the solver returns
     modules = ("jaxopt",)
     distribution = "jaxopt"
     frameworks = ("jax",)

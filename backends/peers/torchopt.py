@@ -55,6 +55,7 @@ class TorchoptCG(PeerStrategy):
     corresponds_to = "ift-cg"
     frameworks = ("torch",)
     problems = ("gd", "savi")
+    reads_forward_state_only = True  # custom_root's backward reads only the x_K solved for
     # step_evals: our forward's steps (the adapter counts them); hvp_evals: every product
     # torchopt's CG asks for, wrapped; solver_iters: its CG iterations (products after the
     # first, which forms r₀ = b − A·0)

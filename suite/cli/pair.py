@@ -116,6 +116,14 @@ def render(p: dict[str, Any]) -> str:
         lines.append(f"  {name:15s} A/B  median {iv['median']:.3f}  "
                      f"{iv['coverage']:.1%} interval [{iv['low']:.3f}, {iv['high']:.3f}]  "
                      f"({iv['samples']} blocks): {p['verdict'][key]}")
+    if p["backward_method"] == "timed alone":
+        lines.append(f"  backward timed alone, from the forward's final state (its own "
+                     f"{p['blocks']} ABBA blocks); median s per call: A "
+                     f"{p['backward_s'][0]:.4g}, B {p['backward_s'][1]:.4g}; same gradient as "
+                     f"the whole call to {p['backward_agreement']:.1g}")
+    elif p["backward_method"] == "gradient minus forward":
+        lines.append("  backward as each gradient call minus the forward call before it "
+                     "(a side has a tape through the steps)")
     if p["backward"] is not None and p["backward_note"]:
         lines.append(f"  note: {p['backward_note']}")
 

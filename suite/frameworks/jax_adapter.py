@@ -139,6 +139,13 @@ class JaxFramework(Framework):
 
         return solve_triangular(R, b, lower=False)
 
+    def solve_spd(self, A: Any, b: Any) -> Any:
+        linalg = self._jax.lax.linalg
+        # A is symmetric by the caller's word: no (A + Aᵀ)/2 pass (jnp.linalg.cholesky's)
+        L = linalg.cholesky(A, symmetrize_input=False)
+        y = linalg.triangular_solve(L, b, left_side=True, lower=True)
+        return linalg.triangular_solve(L, y, left_side=True, lower=True, transpose_a=True)
+
     def stop_gradient(self, tree: Any) -> Any:
         return self._jax.lax.stop_gradient(tree)
 

@@ -247,6 +247,19 @@ class TorchFramework(Framework):
     def solve_upper_triangular(self, R: Any, b: Any) -> Any:
         return self._torch.linalg.solve_triangular(R, b, upper=True)
 
+    def solve_spd(self, A: Any, b: Any) -> Any:
+        return self._torch.cholesky_solve(b, self._torch.linalg.cholesky(A))
+
+    def solve_spd_in_place(self, A: Any, b: Any) -> Any:
+        # potrf overwrites its input; for a symmetric A either memory layout is the same
+        # matrix, so the factor is written where A lies (out= aliasing A)
+        torch = self._torch
+        if A.requires_grad:
+            return self.solve_spd(A, b)
+        info = torch.empty(A.shape[:-2], dtype=torch.int32, device=A.device)
+        L, _ = torch.linalg.cholesky_ex(A, check_errors=True, out=(A, info))
+        return torch.cholesky_solve(b, L)
+
     def solve_in_place(self, A: Any, b: Any) -> Any:
         # torch.linalg.solve factors a column-major copy of A; LAPACK's getrf overwrites
         # its input, so A stored column-major is factored where it lies (out= aliasing A)

@@ -149,6 +149,16 @@ class Framework(ABC):
         it with its factors instead of factoring a copy (one matrix in memory, not two)."""
         return self.solve(A, b)
 
+    def solve_spd(self, A: Any, b: Any) -> Any:
+        """A z = b for symmetric positive definite A (…, m, m), b (…, m, k): Cholesky, half
+        of LU's m³ flops, no pivoting; only A's lower triangle is read. (Default: LU.)"""
+        return self.solve(A, b)
+
+    def solve_spd_in_place(self, A: Any, b: Any) -> Any:
+        """``solve_spd(A, b)`` where A is a temporary the caller drops (see
+        :meth:`solve_in_place`)."""
+        return self.solve_spd(A, b)
+
     @abstractmethod
     def solve(self, A: Any, b: Any) -> Any:
         """Dense solve of A z = b (LU)."""
