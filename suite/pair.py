@@ -51,6 +51,34 @@ from suite.point import Point
 #: the default number of ABBA blocks: with 21, the 95 % interval of the median is the 6th to
 #: the 16th smallest block ratio (coverage 97.3 %)
 DEFAULT_BLOCKS = 21
+#: the least seconds one timed call of a backward alone lasts (it is repeated to reach it)
+BACKWARD_CALL_S = 2e-3
+#: the most backward calls one timed call repeats
+CALLS_MAX = 1000
+
+
+def combine(pairings: list[dict[str, Any]]) -> dict[str, Any]:
+    """One pairing from the same pairing run in several fresh processes (``pair
+    --processes``): a process's compiled programs and memory layout give its ratios a level of
+    their own (a few % on these machines), which its blocks cannot average out. Each ratio is
+    then the median of the processes' medians, with the exact interval over those medians
+    (distribution-free: six processes reach 96.9 %); the gradients' agreement and errors are the
+    first process's (every process computes the same ones); the seconds are medians."""
+    first = pairings[0]
+    out = dict(first)
+    out["processes"] = len(pairings)
+    for key in ("gradient", "backward"):
+        medians = [p[key]["median"] for p in pairings if p[key] is not None]
+        out[key] = asdict(median_interval(medians)) if len(medians) == len(pairings) else None
+        out[f"{key}_per_process"] = medians
+    for key in ("gradient_s", "backward_s"):
+        if first[key] is not None:
+            out[key] = [float(np.median([p[key][i] for p in pairings])) for i in (0, 1)]
+    out["forward_s"] = float(np.median([p["forward_s"] for p in pairings]))
+    a, b = first["point"]["backend"], first["other"]
+    out["verdict"] = {k: None if out[k] is None else Interval(**out[k]).verdict(a, b)
+                      for k in ("gradient", "backward")}
+    return out
 
 
 @dataclass
@@ -79,9 +107,12 @@ class Pairing:
     #: the largest ‖g_backward − g_gradient‖/‖g_gradient‖ of the two sides: the backward
     #: program computes the same gradient (None: not timed alone)
     backward_agreement: float | None = None
+    #: backward calls run back to back in each timed call of the backward alone
+    backward_calls: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        out["processes"] = 1
         a, b = self.point["backend"], self.other
         out["verdict"] = {"gradient": self.gradient.verdict(a, b),
                           "backward": None if self.backward is None
@@ -158,6 +189,20 @@ def paired_blocks(call_a: Callable[[], Any], call_b: Callable[[], Any],
     return ratios, backward, t_a, t_b, t_f
 
 
+def _repeated(call: Callable[[], Any], times: int, fw: Any) -> Callable[[], Any]:
+    """``call`` run ``times`` times in a row, each result waited for (the clock waits for the
+    last)."""
+    if times == 1:
+        return call
+
+    def run() -> Any:
+        for _ in range(times - 1):
+            fw.synchronize(call())
+        return call()
+
+    return run
+
+
 def abba_blocks(call_a: Callable[[], Any], call_b: Callable[[], Any], blocks: int,
                 clock: Clock) -> tuple[list[float], list[float], list[float]]:
     """``blocks`` ABBA blocks of two programs alone: per block Σ t(A) / Σ t(B), and every
@@ -211,7 +256,7 @@ def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
     alone = not own_solver and all(p.strategy.reads_forward_state_only
                                    for p in (prep_a, prep_b))
     method: str | None = "gradient minus forward"
-    backward_s = backward_agreement = None
+    backward_s = backward_agreement = backward_calls = None
     if own_solver:
         back, method, note = None, None, (
             f"{own_solver[0]} runs its own solver: our forward is not part of its gradient, "
@@ -231,10 +276,16 @@ def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
         h_b, _ = call_back_b()
         fw.synchronize((h_a, h_b))
         backward_agreement = max(_rel(fw.to_numpy(h_a), g_a), _rel(fw.to_numpy(h_b), g_b))
-        back_ratios, s_a, s_b = abba_blocks(call_back_a, call_back_b, blocks,
-                                            clock or _wall_clock(fw))
+        timer = clock or _wall_clock(fw)
+        # a backward of ~0.1 ms is near the timer's and the dispatch's own jitter: each timed
+        # call runs it `calls` times back to back, so that one lasts ≥ BACKWARD_CALL_S
+        calls = max(1, min(CALLS_MAX, math.ceil(BACKWARD_CALL_S / max(
+            timer(call_back_a), timer(call_back_b), 1e-9))))
+        back_ratios, s_a, s_b = abba_blocks(_repeated(call_back_a, calls, fw),
+                                            _repeated(call_back_b, calls, fw), blocks, timer)
         back, method, note = median_interval(back_ratios), "timed alone", None
-        backward_s = (float(np.median(s_a)), float(np.median(s_b)))
+        backward_s = (float(np.median(s_a)) / calls, float(np.median(s_b)) / calls)
+        backward_calls = calls
     elif len(backward) < blocks:
         back = median_interval(backward) if backward else None
         note = (f"{blocks - len(backward)} of {blocks} blocks had a gradient no slower than "
@@ -256,7 +307,7 @@ def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
                    agreement=_rel(g_a, g_b), error_a=error(g_a), error_b=error(g_b),
                    gradient_s=(float(np.median(t_a)), float(np.median(t_b))),
                    forward_s=float(np.median(t_f)), backward_s=backward_s,
-                   backward_agreement=backward_agreement)
+                   backward_agreement=backward_agreement, backward_calls=backward_calls)
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,7 +14,7 @@ import pytest
 
 from suite import references
 from suite.cli import main
-from suite.pair import Interval, abba_blocks, median_interval, paired_blocks
+from suite.pair import Interval, abba_blocks, combine, median_interval, paired_blocks
 from suite.point import Point
 from suite.program import ReplayedForward, prepare
 
@@ -73,6 +73,34 @@ def test_abba_blocks_give_the_ratios_the_costs_imply(a_cost, whole, backward):
     iv = median_interval(back)
     assert iv.low <= backward <= iv.high
     assert (iv.verdict("A", "B") == "no verdict: the interval contains 1") is (backward == 1.0)
+
+
+def _pairing(gradient: float, backward: float | None, seconds: float) -> dict:
+    def iv(m):
+        return None if m is None else {"median": m, "low": m, "high": m, "coverage": 0.9,
+                                       "samples": 21}
+    return {"point": {"backend": "a"}, "other": "b", "gradient": iv(gradient),
+            "backward": iv(backward), "gradient_s": [seconds, 2 * seconds],
+            "backward_s": None, "forward_s": seconds, "agreement": 0.0}
+
+
+def test_processes_combine_into_the_interval_of_their_medians():
+    """``pair --processes 6``: the ratio is the median of the six processes' medians, its
+    interval their range (coverage 1 − 2/64), the verdict from that interval."""
+    medians = [0.91, 0.95, 0.97, 0.93, 0.99, 0.96]
+    out = combine([_pairing(m, m - 0.1, 1.0 + i) for i, m in enumerate(medians)])
+    assert out["processes"] == 6 and out["gradient_per_process"] == medians
+    g = out["gradient"]
+    assert (g["median"], g["low"], g["high"], g["samples"]) == (
+        pytest.approx(0.955), 0.91, 0.99, 6)
+    assert g["coverage"] == pytest.approx(1 - 2 / 64)
+    assert out["verdict"]["gradient"] == "a faster than b"
+    assert out["backward"]["median"] == pytest.approx(0.855)
+    assert out["gradient_s"] == [pytest.approx(3.5), pytest.approx(7.0)]
+    # a process without a backward ratio leaves the combined one undefined, not biased
+    some = combine([_pairing(1.0, None, 1.0), _pairing(1.1, 0.9, 1.0)])
+    assert some["backward"] is None and some["verdict"]["backward"] is None
+    assert some["verdict"]["gradient"] == "no verdict: the interval contains 1"
 
 
 def test_abba_blocks_alone_give_the_cost_ratio():
@@ -149,7 +177,9 @@ def test_pair_prints_the_ratios_and_the_gradients_its_json_holds(capsys):
     assert "gradients: ‖g_A − g_B‖/‖g_B‖ = 0; error against the converged reference: " \
            f"A {out['error_a']:.3g}, B {out['error_a']:.3g}" in text
     assert "96.9% interval" in text  # 6 blocks: the whole range, 1 − 2/64
-    assert "backward timed alone, from the forward's final state (its own 6 ABBA blocks)" in text
+    calls = out["backward_calls"]
+    assert calls >= 1 and (f"backward timed alone, from the forward's final state (its own 6 "
+                           f"ABBA blocks, {calls} backward calls per timed call)") in text
 
 
 @pytest.mark.parametrize("args, line", [
@@ -160,6 +190,8 @@ def test_pair_prints_the_ratios_and_the_gradients_its_json_holds(capsys):
      "(allowed: maxiter, momentum, tol)"),
     (["--blocks", "5", "ift-cg", "ift-direct"],
      "ift-bench: error: --blocks: '5' is out of range (allowed: an integer >= 6 and <= 1000)"),
+    (["--processes", "0", "ift-cg", "ift-direct"],
+     "ift-bench: error: --processes: '0' is out of range (allowed: an integer >= 1 and <= 100)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, line, capsys):
     assert main(["pair", "--problem", "gd", "--n", "12", "--K", "8", "--framework", "torch",
