@@ -27,6 +27,9 @@ class Interval:
     samples: int
 
     def verdict(self, a: str, b: str) -> str:
+        if self.coverage < CONFIDENCE:
+            return (f"no verdict: {self.samples} samples give only a {self.coverage:.1%} "
+                    "interval")
         if self.high < 1:
             return f"{a} faster than {b}"
         if self.low > 1:

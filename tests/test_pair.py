@@ -45,6 +45,9 @@ def test_a_verdict_only_when_the_whole_interval_is_on_one_side_of_1():
     assert Interval(1.2, 1.01, 1.3, 0.97, 21).verdict("a", "b") == "b faster than a"
     assert Interval(0.9, 0.8, 1.0, 0.97, 21).verdict("a", "b") == \
         "no verdict: the interval contains 1"
+    # too few samples for 95 % (five blocks, or two processes): no verdict either way
+    assert Interval(0.9, 0.8, 0.95, 0.9375, 5).verdict("a", "b") == \
+        "no verdict: 5 samples give only a 93.8% interval"
 
 
 def _clocked(costs: dict[str, float], calls: list[str]):
@@ -100,7 +103,7 @@ def test_processes_combine_into_the_interval_of_their_medians():
     # a process without a backward ratio leaves the combined one undefined, not biased
     some = combine([_pairing(1.0, None, 1.0), _pairing(1.1, 0.9, 1.0)])
     assert some["backward"] is None and some["verdict"]["backward"] is None
-    assert some["verdict"]["gradient"] == "no verdict: the interval contains 1"
+    assert some["verdict"]["gradient"] == "no verdict: 2 samples give only a 50.0% interval"
 
 
 def test_abba_blocks_alone_give_the_cost_ratio():
