@@ -117,24 +117,34 @@ def conjugate_gradient(fw: Any, op: Operator, b: Any, opts: dict[str, Any]) -> S
     stops once ‖r_i‖ ≤ tol·‖b_i‖ and the loop after ``maxiter`` products at most."""
     xp = fw.xp
     tol, maxiter = opts["tol"], opts["maxiter"]
-    threshold = tol * _norms(xp, b)
+    # compared with ‖r_i‖², not ‖r_i‖: no square root per block and step
+    threshold2 = tol * tol * xp.sum(b * b, axis=-1)
 
     def cond(s: tuple) -> Any:
         rs, k = s[3], s[4]
-        return xp.any(xp.sqrt(rs) > threshold) & (k < maxiter)
+        return xp.any(rs > threshold2) & (k < maxiter)
 
-    def body(s: tuple) -> tuple:
-        z, r, p, rs, k, its = s
-        fw.tick("solver_iters", rs)
-        if b.shape[0] == 1:  # one block: the loop ends when it stops, so nothing is frozen
+    if b.shape[0] == 1:  # one block: the loop ends when it stops, so nothing is frozen
+
+        def step(s: tuple) -> tuple:
+            z, r, p, rs, k = s
+            fw.tick("solver_iters", rs)
             Ap = op.matvec(p)
             alpha = rs / xp.sum(p * Ap, axis=-1)
             z = z + alpha[:, None] * p
             r = r - alpha[:, None] * Ap
             rs_new = xp.sum(r * r, axis=-1)
             p = r + (rs_new / rs)[:, None] * p
-            return z, r, p, rs_new, k + 1, its + 1
-        on = xp.sqrt(rs) > threshold  # blocks still iterating; the others are frozen
+            return z, r, p, rs_new, k + 1
+
+        z, _, _, rs, k = fw.while_loop(cond, step, (xp.zeros_like(b), b, b,
+                                                    xp.sum(b * b, axis=-1), xp.asarray(0)))
+        return SolveResult(z, k, xp.all(rs <= threshold2), xp.reshape(k, (1,)))
+
+    def body(s: tuple) -> tuple:
+        z, r, p, rs, k, its = s
+        fw.tick("solver_iters", rs)
+        on = rs > threshold2  # blocks still iterating; the others are frozen
         Ap = op.matvec(p)
         pAp = xp.sum(p * Ap, axis=-1)
         alpha = xp.where(on, rs / xp.where(on, pAp, xp.ones_like(pAp)), xp.zeros_like(rs))
@@ -149,7 +159,7 @@ def conjugate_gradient(fw: Any, op: Operator, b: Any, opts: dict[str, Any]) -> S
     init = (xp.zeros_like(b), b, b, xp.sum(b * b, axis=-1), xp.asarray(0),
             xp.astype(zeros_b, xp.int64))
     z, _, _, rs, k, its = fw.while_loop(cond, body, init)
-    return SolveResult(z, k, xp.all(xp.sqrt(rs) <= threshold), its)
+    return SolveResult(z, k, xp.all(rs <= threshold2), its)
 
 
 #: DGKS's η: Gram–Schmidt is repeated when it leaves less than η of the vector's norm

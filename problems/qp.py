@@ -127,14 +127,17 @@ class QuadraticProgram(Problem):
         theta = np.concatenate([blk.ravel() for blk in blocks])
         C = np.concatenate([G, A], axis=1)
         arrays = {"w": w}
-        if params == "qhb":  # the matrices are data, and ADMM's matrix is fixed
-            arrays.update(Q=Q, G=G, A=A, admm_inverse=np.linalg.inv(
-                Q + ADMM_SIGMA * np.eye(n) + ADMM_RHO * C.transpose(0, 2, 1) @ C))
+        solver = options.get("solver", "ipm")
+        if params == "qhb":  # the matrices are data
+            arrays.update(Q=Q, G=G, A=A)
+            if solver == "admm":  # and ADMM's matrix is fixed (the IPM never reads it)
+                arrays["admm_inverse"] = np.linalg.inv(
+                    Q + ADMM_SIGMA * np.eye(n) + ADMM_RHO * C.transpose(0, 2, 1) @ C)
         named = {"Q": Q, "q": q, "G": G, "h": h, "A": A, "b": b}
         return Instance(theta=theta, named={k: v for k, v in named.items() if k not in arrays},
                         arrays=arrays,
                         consts={"B": B, "n": n, "m": m, "p": p, "params": params,
-                                "solver": options.get("solver", "ipm"),
+                                "solver": solver,
                                 "jacobian": options.get("jacobian", "closed-form")})
 
     def theta_layout(self, d: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
