@@ -5,7 +5,8 @@ instance (problem, n, K, seed, framework, dtype), compiles and warms both, then 
 ABBA blocks — per block B A A B — each gradient call right after a call of the problem's
 K-step forward (the same program for both sides). Per block:
 
-* the whole-gradient ratio Σ t_grad(A) / Σ t_grad(B);
+* the whole-gradient ratio Σ t_grad(A) / Σ t_grad(B) (each program returning dℓ/dθ alone:
+  the diagnostics our strategies return beside it, a peer's do not);
 * the backward ratio: at K = 1000 the shared forward is most of the gradient's time, and the
   whole-gradient ratio hides the part that differs. Where both strategies read the forward
   only through its final state s_K (``Strategy.reads_forward_state_only``: the IFT rows, ours
@@ -189,6 +190,16 @@ def paired_blocks(call_a: Callable[[], Any], call_b: Callable[[], Any],
     return ratios, backward, t_a, t_b, t_f
 
 
+def _gradient_only(program: Callable[..., tuple[Any, Any]]) -> Callable[..., Any]:
+    """The program's gradient without its diagnostics (our solver statistics and adjoint,
+    which a peer row does not return): both sides are timed computing dℓ/dθ alone, and XLA
+    drops whatever only the diagnostics needed."""
+    def gradient(*args: Any) -> Any:
+        return program(*args)[0]
+
+    return gradient
+
+
 def _repeated(call: Callable[[], Any], times: int, fw: Any) -> Callable[[], Any]:
     """``call`` run ``times`` times in a row, each result waited for (the clock waits for the
     last)."""
@@ -232,8 +243,8 @@ def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
     point_a, point_b = split_options(point, other)
     prep_a, prep_b = prepare(point_a), prepare(point_b)
     fw = prep_a.fw
-    grad_a = fw.compile(prep_a.gradient_program())
-    grad_b = fw.compile(prep_b.gradient_program())
+    grad_a = fw.compile(_gradient_only(prep_a.gradient_program()))
+    grad_b = fw.compile(_gradient_only(prep_b.gradient_program()))
     forward = fw.compile_shared(prep_a.forward_program(), prep_a.theta, prep_a.arrays)
 
     def call_a() -> Any:
@@ -246,8 +257,7 @@ def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
         return forward(prep_a.theta, prep_a.arrays)
 
     # compile and warm all three, and keep the gradients for the agreement
-    g_a, _ = call_a()
-    g_b, _ = call_b()
+    g_a, g_b = call_a(), call_b()
     fw.synchronize((g_a, g_b, call_forward()))
     g_a, g_b = fw.to_numpy(g_a), fw.to_numpy(g_b)
     ratios, backward, t_a, t_b, t_f = paired_blocks(call_a, call_b, call_forward, blocks,
@@ -263,8 +273,8 @@ def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
             "so no backward can be split off")
     elif alone:
         state = fw.compile(prep_a.final_state_program())(prep_a.theta, prep_a.arrays)
-        back_a = fw.compile(prep_a.backward_program())
-        back_b = fw.compile(prep_b.backward_program())
+        back_a = fw.compile(_gradient_only(prep_a.backward_program()))
+        back_b = fw.compile(_gradient_only(prep_b.backward_program()))
 
         def call_back_a() -> Any:
             return back_a(prep_a.theta, prep_a.arrays, state)
@@ -272,8 +282,7 @@ def pair(point: Point, other: str, blocks: int = DEFAULT_BLOCKS,
         def call_back_b() -> Any:
             return back_b(prep_b.theta, prep_b.arrays, state)
 
-        h_a, _ = call_back_a()
-        h_b, _ = call_back_b()
+        h_a, h_b = call_back_a(), call_back_b()
         fw.synchronize((h_a, h_b))
         backward_agreement = max(_rel(fw.to_numpy(h_a), g_a), _rel(fw.to_numpy(h_b), g_b))
         timer = clock or _wall_clock(fw)
