@@ -191,9 +191,10 @@ class Implicit(Strategy):
                 pullback.append(pb)
             return to_blocks(P, pullback[0](from_blocks(P, V))[0])
 
-        # symmetric positive definite blocks (the problem's word): a direct solve factors them
-        # by Cholesky, and (∂F/∂x)ᵀ is ∂F/∂x itself
-        spd = P.problem.jacobian_structure == "spd"
+        # blocks symmetric positive definite wherever x_K is (the problem's word; "spd" alone
+        # promises it near a solution only): a direct solve factors them by Cholesky, and
+        # (∂F/∂x)ᵀ is ∂F/∂x itself
+        spd = P.problem.jacobian_spd_everywhere
 
         def dense() -> Any:  # the (B, m, m) blocks of (∂F/∂x)ᵀ, a new array (the solve's)
             blocks, closed = block_jacobian(fw, P, x, theta)

@@ -79,6 +79,10 @@ class Problem(ABC):
     #: structure of ∂F/∂x at a solution: "spd" (symmetric positive definite, e.g. a Hessian),
     #: "symmetric" (indefinite, e.g. a KKT matrix in symmetric form) or "general"
     jacobian_structure: ClassVar[str] = "general"
+    #: ∂F/∂x is symmetric positive definite at every x, not only near a solution (a Hessian of
+    #: a convex function, say): ``ift-direct``, which runs at x_K however far K leaves it from
+    #: the solution, may then factor it by Cholesky instead of LU (``check`` tests it at x₀)
+    jacobian_spd_everywhere: ClassVar[bool] = False
     #: the one framework the math is written for (e.g. ``("torch",)``), or None: written once
     #: against ``xp`` and run by every framework. The other framework's cells are unsupported.
     frameworks: ClassVar[tuple[str, ...] | None] = None

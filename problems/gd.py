@@ -59,6 +59,8 @@ class GradientDescentHyper(MomentumDescent, Problem):
     title = "Hyperparameter gradient through gradient descent (L2 logistic regression)"
     size_meaning = "n = number of features = dim θ = dim x; m = 2n training and 2n validation rows"
     jacobian_structure = "spd"
+    # H = (1/m) Aᵀ diag(σ'(·)) A + diag(exp θ) with σ' > 0 and exp θ > 0: SPD at every w
+    jacobian_spd_everywhere = True
     options = (
         Option("momentum", float, 0.0, "heavy-ball momentum γ of the inner solver "
                "(0: plain gradient descent; > 0: state (w, v), needed by reversible)",

@@ -380,6 +380,16 @@ def rule_jacobian(ctx: _Context) -> tuple[str, str]:
         return "fail", f"{facts}: declared spd but {why} (ift-cg would be wrong here)"
     if declared == "symmetric" and not symmetric:
         return "fail", f"{facts}: declared symmetric but asymmetry {asym:.1e} > {SYMMETRY_TOL:g}"
+    if ctx.problem.jacobian_spd_everywhere:
+        host = references.Host(ctx.problem, ctx.instance)
+        x0 = host.numpy(host.solution(host.init()))
+        J0, _ = references.jacobian_and_loss_gradient(ctx.problem, ctx.instance, x0)
+        asym0 = float(np.linalg.norm(J0 - J0.T) / max(float(np.linalg.norm(J0)), 1e-300))
+        lam0 = float(np.linalg.eigvalsh(0.5 * (J0 + J0.T))[0])
+        if asym0 > SYMMETRY_TOL or lam0 <= 0:
+            return "fail", (f"{facts}: declared jacobian_spd_everywhere but at x₀ asymmetry "
+                            f"{asym0:.1e}, λ_min = {lam0:.3g} (ift-direct's Cholesky would "
+                            "fail short of the solution)")
     if not cond < COND_WARN:
         return "warn", (f"{facts}: numerically singular (cond > {COND_WARN:g}), the IFT does "
                         "not apply")

@@ -107,6 +107,17 @@ class FalseSPD(Sound):
         return super().residual(xp, d, x, theta) + d["S"] @ x
 
 
+class SPDOnlyNearTheSolution(Sound):
+    """Rule 5: declares ∂F/∂x SPD everywhere, but F = ∇(½xᵀMx − 2 Σ log cosh x − θᵀx) has
+    J = M − 2 diag(sech² x): SPD at the local minimum the solver reaches, indefinite at x₀ = 0
+    (M = I + GGᵀ/n has eigenvalues below 2)."""
+
+    jacobian_spd_everywhere = True
+
+    def residual(self, xp: Any, d: Mapping[str, Any], x: Any, theta: Any) -> Any:
+        return d["M"] @ x - 2.0 * xp.tanh(x) - theta
+
+
 class LinearStep(Sound):
     """Rule 6: gradient descent on a quadratic with θ entering linearly, F = Mw − θ: the step
     is affine in w, and reverse mode through it keeps nothing per step."""

@@ -75,6 +75,13 @@ def test_rule_5_fails_on_a_false_spd_declaration():
     assert _number(line.message, "‖J − Jᵀ‖/‖J‖ =") > 1e-2
 
 
+def test_rule_5_fails_a_jacobian_declared_spd_everywhere_that_is_not_at_x0():
+    line = _check("SPDOnlyNearTheSolution").findings[4]
+    assert line.status == "fail" and "declared jacobian_spd_everywhere but at x₀" in line.message
+    assert _number(line.message, "λ_min =") < 0
+    assert "measured 'spd'" not in line.message and "measured spd" in line.message
+
+
 def test_rule_6_warns_on_a_linear_step():
     line = _check("LinearStep").findings[5]
     assert line.status == "warn" and "linear" in line.message
