@@ -8,7 +8,9 @@ faster / smaller), and ‖g_ours − g_peer‖/‖g_peer‖. Records keep no gra
 number is the diagnostic ``grad_rel_diff_ours`` the harness computed when it measured the peer
 (our strategy's gradient on the same instance, untimed,
 ``PeerStrategy.counterpart_difference`` in ``backends/peers/base.py``); a peer measured
-without its counterpart still shows its own columns, the ratios then "–".
+without its counterpart still shows its own columns, the ratios then "–". Where ours does
+not lead a row on time and on peak, the peer row's ``parity_note`` (the measured cause) stands
+beside it.
 
 The time ratio is paired where the sweep timed the peer against ours in one process, call by
 call (a grid with ``pair_with = "counterpart"``: the median over ABBA blocks, with its exact
@@ -33,7 +35,7 @@ COLUMNS = ["problem_options", "framework", "dtype", "n", "K", "backend", "peer",
            "time_s", "time_ours_s", "time_ratio", "time_interval", "time_measure", "peak_bytes",
            "peak_ours_bytes", "peak_ratio",
            "error", "error_ours", "grad_diff_error", "peer_steps", "converged_only",
-           "trace_note"]
+           "trace_note", "note"]
 HEADERS = {"problem_options": "problem options", "backend": "peer row", "peer": "library",
            "ours": "ours", "time_s": "time (peer)", "time_ours_s": "time (ours)",
            "time_ratio": "time ours/peer", "time_interval": "95 % interval",
@@ -41,7 +43,8 @@ HEADERS = {"problem_options": "problem options", "backend": "peer row", "peer": 
            "peak_ours_bytes": "peak (ours)", "peak_ratio": "peak ours/peer",
            "error": "error (peer)", "error_ours": "error (ours)",
            "grad_diff_error": "‖g_ours − g_peer‖/‖g_peer‖", "peer_steps": "steps (peer)",
-           "converged_only": "converged-only", "trace_note": "trace bytes"}
+           "converged_only": "converged-only", "trace_note": "trace bytes",
+           "note": "where ours does not lead"}
 
 
 def _counterpart(backend: str) -> str | None:
@@ -103,19 +106,23 @@ def peers_table(frame: pd.DataFrame, problem: str | None = None) -> pd.DataFrame
         time_ratio, interval, measure = paired or (
             _ratio(get("time_s"), peer["time_s"]), "–",
             "separate runs" if ours is not None else "–")
+        peak_ratio = _ratio(get("peak_bytes"), peer["peak_bytes"])
+        behind = not (time_ratio < 1 and peak_ratio < 1)  # NaN: not shown ahead either
+        note = getattr(strategy, "parity_note", None)
         rows.append({
             **{k: peer[k] for k in MATCH_KEYS}, "backend": peer["backend"],
             "peer": peer["peer"], "ours": ours_name or "–",
             "time_s": peer["time_s"], "time_ours_s": get("time_s"),
             "time_ratio": time_ratio, "time_interval": interval, "time_measure": measure,
             "peak_bytes": peer["peak_bytes"], "peak_ours_bytes": get("peak_bytes"),
-            "peak_ratio": _ratio(get("peak_bytes"), peer["peak_bytes"]),
+            "peak_ratio": peak_ratio,
             "error": peer["grad_rel_error"], "error_ours": get("grad_rel_error"),
             "grad_diff_error": _diag(peer, "grad_rel_diff_ours"),
             "peer_steps": _diag(peer, "peer_steps"),
             "converged_only": bool(getattr(strategy, "converged_only", False)),
             "trace_note": peer.get("trace_note") if isinstance(peer.get("trace_note"), str)
             else "metered",
+            "note": note if note and behind and ours is not None else "–",
         })
     out = pd.DataFrame(rows, columns=COLUMNS)
     if out.empty:

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+import backends
 from reports import peers
 from reports.problem_sections import problem_section
 from suite import analysis
@@ -54,6 +55,33 @@ def test_table_has_one_row_per_peer_record_beside_its_counterpart(frame):
         assert row["peak_ratio"] == pytest.approx(ours["peak_bytes"] / peer["peak_bytes"],
                                                   rel=1e-12)
         assert row["error_ours"] == ours["grad_rel_error"]
+        # the measured cause stands beside a row ours does not lead on time and peak, only there
+        behind = not (row["time_ratio"] < 1 and row["peak_ratio"] < 1)
+        documented = backends.registry()[row["backend"]].parity_note
+        assert row["note"] == (documented if documented and behind else "–")
+
+
+def test_a_row_ours_does_not_lead_carries_the_peers_measured_cause():
+    """The note column on fixed records: jaxopt-cg beside ift-cg, ours ahead on both, then
+    behind on time, then behind on peak (only jaxopt-cg documents a cause among these rows)."""
+    import pandas as pd
+
+    def rows(time_ours, peak_ours):
+        common = {"problem": "gd", "problem_options": "", "framework": "jax", "device": "cpu",
+                  "dtype": "float64", "seed": 0, "n": 6, "K": 40, "status": "ok",
+                  "strategy_options": "", "options": {}, "grad_rel_error": 1e-9,
+                  "diagnostics": {}}
+        return pd.DataFrame([
+            {**common, "backend": "jaxopt-cg", "peer": "jaxopt 0.8.5", "time_s": 1.0,
+             "peak_bytes": 1000},
+            {**common, "backend": "ift-cg", "peer": None, "time_s": time_ours,
+             "peak_bytes": peak_ours}])
+
+    note = backends.registry()["jaxopt-cg"].parity_note
+    assert "bit for bit" in note
+    assert peers.peers_table(rows(0.9, 900), "gd").iloc[0]["note"] == "–"
+    assert peers.peers_table(rows(1.1, 900), "gd").iloc[0]["note"] == note
+    assert peers.peers_table(rows(0.9, 1100), "gd").iloc[0]["note"] == note
 
 
 @pytest.mark.parametrize("backend", ["jaxopt-cg", "optimistix-cg", "optimistix-lu"])

@@ -62,6 +62,9 @@ class PeerStrategy(Strategy):
     #: the help text of each option taken from ``corresponds_to`` as this row describes it (how
     #: its library reads the value); an option not named here keeps ours
     option_help: ClassVar[dict[str, str]] = {}
+    #: where ours does not lead this row (time or peak ratio ≥ 1), the measured cause: the
+    #: report's peers table prints it beside such a row
+    parity_note: ClassVar[str | None] = None
 
     def _ours(self) -> Strategy:
         from backends import registry
