@@ -92,7 +92,7 @@ def test_1_a_second_writer_is_refused_while_the_first_runs(tmp_path):
     first = subprocess.Popen(
         [sys.executable, "-m", "suite", "run", *TINY, "--backend", "unrolled",
          "--K", "5,10,20", "--run-id", "live", "--jobs", "1", "--results", str(tmp_path),
-         "--timeout", "10"],
+         "--timeout", "6"],
         cwd=ROOT, env=_env(IFT_BENCH_FAULT="20=hang"), text=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE)
     records = tmp_path / "live" / "records.jsonl"
