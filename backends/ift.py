@@ -235,7 +235,7 @@ class IFTDirect(Implicit):
     name = "ift-direct"
     theory = Theory((0, 0), (2, 2), (1, 1), "Θ(n²)", "Θ(K) + Θ(n³)")
     summary = ("IFT with the dense ∂F/∂x (forward mode) and an LU solve (Cholesky where ∂F/∂x is "
-               "SPD): Θ(n²) memory, Θ(n³) time")
+               "SPD at every x): Θ(n²) memory, Θ(n³) time")
     counts = ("step_evals", "vjp_evals", "jvp_evals")
     adjoint_solver = Direct()
 

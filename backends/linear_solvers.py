@@ -48,8 +48,8 @@ class Operator:
     materialised only by a solver that asks for them (direct solves). ``dense_owned``: each
     ``dense()`` is a new array nothing else holds, which a direct solve may overwrite with
     its factors (one matrix in memory instead of two). ``spd``: every block is symmetric
-    positive definite (the problem declares ``jacobian_structure = "spd"``), so a direct solve
-    factors it by Cholesky.
+    positive definite wherever it is taken (the problem declares ``jacobian_spd_everywhere``),
+    so a direct solve factors it by Cholesky.
     """
 
     matvec: Callable[[Any], Any]
